@@ -1,0 +1,212 @@
+"""The paper's ablation datasets (experiments.md §3.3), built from config.
+
+A dataset spec (``config['ablations']['datasets'][<id>]``)::
+
+    format:     react | chat | none      which released files form the agent part
+    weights:    {reasoning, retrieval, understanding, instruction}   capability weights (chat only)
+    negatives:  bool                      add toolbench_negative (paper §4.3)
+    sharegpt:   bool                      add the general-chat records
+    fraction:   float in (0, 1]           seeded share of the agent part (Figure 7)
+
+Ratio semantics (the paper does not say how weights are applied; ``capability_mode``):
+
+* ``mask`` (default): each trained turn of capability c keeps its loss with probability w_c
+  (w_c <= 1), decided by a hash of (seed, record id, turn index) so that a turn's fate does not
+  depend on the rest of the data set. Samples are never dropped; trained tokens scale by w_c.
+* ``sample``: for every capability c, the records holding trained c-turns are copied
+  floor(w_c) times plus once more with probability frac(w_c); in each copy only the c-turns are
+  trained. Trained tokens scale by w_c and total tokens change with the weights (as the paper's
+  Table 2 token column does: 37.3M for equal weights, 18.1M weighted).
+
+ShareGPT mixing (``sharegpt_mode``): ``concat`` (default, the authors' meaning of "1:1", issue #4:
+plain concatenation, no resampling) or ``ratio`` (seeded down/up-sampling of the general records
+to ``sharegpt_ratio`` × the agent part).
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import math
+import random
+from collections import Counter
+from pathlib import Path
+
+from .records import CAPABILITIES
+from .template import segments
+
+DEFAULT_FORMATS = {
+    "react": ["agent_instruct_react", "toolbench_react_10p"],
+    "chat": ["agent_instruct_tflan", "toolbench_tflan_60p_r10r5u7", "toolbench_tflan_cot_30p",
+             "toolbench_react_10p", "toolbench_instruct_j1s1_3k"],
+    "none": [],
+}
+NEGATIVE_SOURCE = "toolbench_negative"
+TOOL_MARKERS = ("Input parameters are as follows", "You have access to the following",
+                "access to the following functions", "get_relations(")
+
+
+def _unit(seed: int, *parts) -> float:
+    """Deterministic uniform [0, 1) from a hash (independent of iteration order)."""
+    h = hashlib.sha256(("\x1f".join(str(p) for p in (seed, *parts))).encode()).digest()
+    return int.from_bytes(h[:8], "big") / 2 ** 64
+
+
+def apply_weights_mask(records: list[dict], weights: dict, seed: int) -> list[dict]:
+    out = []
+    for rec in records:
+        rec = copy.deepcopy(rec)
+        for i, t in enumerate(rec["turns"]):
+            cap = t.get("capability")
+            if t["train"] and cap is not None:
+                w = float(weights.get(cap, 1.0))
+                if w > 1.0:
+                    raise ValueError(f"capability weight {cap}={w} > 1 needs capability_mode 'sample'")
+                if _unit(seed, "mask", rec["id"], i) >= w:
+                    t["train"] = False
+        out.append(rec)
+    return out
+
+
+def apply_weights_sample(records: list[dict], weights: dict, seed: int) -> list[dict]:
+    out = []
+    for rec in records:
+        caps = sorted({t["capability"] for t in rec["turns"] if t["train"] and t.get("capability")})
+        untagged = any(t["train"] and not t.get("capability") for t in rec["turns"])
+        if not caps:
+            out.append(copy.deepcopy(rec))
+            continue
+        if untagged:  # trained turns outside the decomposition keep one view of their own
+            view = copy.deepcopy(rec)
+            for t in view["turns"]:
+                t["train"] = t["train"] and not t.get("capability")
+            view["id"] = f"{rec['id']}#other"
+            out.append(view)
+        for cap in caps:
+            w = float(weights.get(cap, 1.0))
+            copies = math.floor(w) + (1 if _unit(seed, "sample", rec["id"], cap) < w - math.floor(w) else 0)
+            for k in range(copies):
+                view = copy.deepcopy(rec)
+                for t in view["turns"]:
+                    t["train"] = t["train"] and t.get("capability") == cap
+                view["id"] = f"{rec['id']}#{cap}" + (f"#{k}" if k else "")
+                out.append(view)
+    return out
+
+
+def negative_case(rec: dict) -> str:
+    """The paper's Figure 6 case of a record: a (no tools, general), b (tools, general query),
+    c (no tools, tool-like query), d (tools, tool query)."""
+    prompt = "\n".join(t["content"] for t in rec["turns"] if t["role"] in ("system",))
+    if not prompt and rec["turns"] and rec["turns"][0]["role"] == "user":
+        prompt = rec["turns"][0]["content"]
+    has_tools = any(m in prompt for m in TOOL_MARKERS)
+    src = rec["source"].replace("data_", "", 1)
+    if src == "sharegpt":
+        return "a"
+    if src == NEGATIVE_SOURCE:
+        return "b" if has_tools else "c"
+    return "d"
+
+
+def build_dataset(spec: dict, converted: dict[str, list[dict]], general: list[dict], *,
+                  seed: int, capability_mode: str = "mask", sharegpt_mode: str = "concat",
+                  sharegpt_ratio: float = 1.0, formats: dict | None = None) -> list[dict]:
+    """Assemble one ablation dataset (records in a seeded, shuffled order)."""
+    formats = formats or DEFAULT_FORMATS
+    fmt = spec.get("format", "chat")
+    if fmt not in formats:
+        raise ValueError(f"unknown format {fmt!r}; known: {sorted(formats)}")
+    agent: list[dict] = []
+    for stem in formats[fmt]:
+        if stem not in converted:
+            raise ValueError(f"dataset needs released file {stem!r}, which was not converted")
+        agent.extend(converted[stem])
+    weights = spec.get("weights") or {}
+    unknown = set(weights) - set(CAPABILITIES)
+    if unknown:
+        raise ValueError(f"unknown capabilities in weights: {sorted(unknown)}")
+    if weights:
+        if capability_mode == "mask":
+            agent = apply_weights_mask(agent, weights, seed)
+        elif capability_mode == "sample":
+            agent = apply_weights_sample(agent, weights, seed)
+        else:
+            raise ValueError(f"capability_mode must be 'mask' or 'sample', not {capability_mode!r}")
+    if spec.get("negatives"):
+        agent.extend(converted[NEGATIVE_SOURCE])
+    fraction = float(spec.get("fraction", 1.0))
+    if not 0 < fraction <= 1:
+        raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+    if fraction < 1:
+        rng = random.Random(f"{seed}-fraction")
+        idx = sorted(rng.sample(range(len(agent)), max(1, round(fraction * len(agent)))))
+        agent = [agent[i] for i in idx]
+    mixed = list(agent)
+    if spec.get("sharegpt"):
+        if sharegpt_mode == "concat":
+            mixed.extend(general)
+        elif sharegpt_mode == "ratio":
+            want = round(sharegpt_ratio * len(agent))
+            rng = random.Random(f"{seed}-sharegpt")
+            if want <= len(general):
+                idx = sorted(rng.sample(range(len(general)), want))
+                mixed.extend(general[i] for i in idx)
+            else:
+                mixed.extend(general * (want // len(general)))
+                mixed.extend(general[i] for i in sorted(rng.sample(range(len(general)), want % len(general))))
+        else:
+            raise ValueError(f"sharegpt_mode must be 'concat' or 'ratio', not {sharegpt_mode!r}")
+    rng = random.Random(f"{seed}-shuffle")
+    order = list(range(len(mixed)))
+    rng.shuffle(order)
+    return [mixed[i] for i in order]
+
+
+def dataset_stats(records: list[dict], seg_tok, max_length: int) -> dict:
+    by_source = Counter(r["source"] for r in records)
+    cases = Counter(negative_case(r) for r in records)
+    tok = Counter()
+    truncated = 0
+    for r in records:
+        enc = seg_tok.encode_record(r)
+        full = len(enc)
+        if max_length and full > max_length:
+            truncated += 1
+        tok["total"] += min(full, max_length) if max_length else full
+        for lab, cap in zip(enc.labels[:max_length], enc.capability[:max_length]):
+            if lab != -100:
+                tok["trained"] += 1
+                name = {1: "reasoning", 2: "retrieval", 3: "understanding", 4: "instruction"}.get(cap, "other")
+                tok[name] += 1
+    return {
+        "n_samples": len(records),
+        "samples_by_source": dict(sorted(by_source.items())),
+        "tokens_total": tok["total"],
+        "tokens_trained": tok["trained"],
+        "tokens_trained_by_capability": {c: tok[c] for c in (*CAPABILITIES, "other")},
+        "cases": {c: cases.get(c, 0) for c in "abcd"},
+        "truncated_samples": truncated,
+        "max_length": max_length,
+    }
+
+
+def audit_dump(records: list[dict], n: int, title: str) -> str:
+    """The text a model sees for the first ``n`` samples, trained spans marked ⟦…⟧ with their capability."""
+    out = [f"# Audit dump: {title}", "",
+           "Trained tokens are between ⟦ and ⟧ (capability after the closing bracket); "
+           "everything else is context without loss. Template tags are shown literally.", ""]
+    for rec in records[:n]:
+        out.append(f"## `{rec['id']}` (source `{rec['source']}`, case {negative_case(rec)})")
+        out.append("")
+        parts = []
+        general = rec["source"] == "sharegpt"
+        for s in segments(rec["turns"], general=general):
+            if s.trained:
+                parts.append(f"⟦{s.text}⟧{{{s.capability}}}")
+            else:
+                parts.append(s.text)
+        body = "".join(parts).replace("```", "ˋˋˋ")
+        out += ["```text", body, "```", ""]
+    return "\n".join(out)
+
+

@@ -1,0 +1,160 @@
+"""Configuration: schema validation with defaults, and the expansion of the paper's experiments
+into datasets, model ids and table/figure row specs.
+
+Model ids are ``<dataset>-<size>`` (a fine-tuned model) or ``base-<size>`` (the untuned base:
+Llama-2 in the paper preset, the pretrained tiny model in the miniature).
+"""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+SCHEMA_PATH = ROOT / "workflow" / "schemas" / "config.schema.yaml"
+
+BENCHMARKS = ("teval", "agenth", "hotpotqa", "mmlu", "gsm8k", "humaneval")
+
+
+def _validator():
+    import jsonschema
+
+    base = jsonschema.Draft202012Validator
+
+    def set_defaults(validator, properties, instance, schema):
+        if isinstance(instance, dict):
+            for prop, sub in properties.items():
+                if isinstance(sub, dict) and "default" in sub and prop not in instance:
+                    instance[prop] = copy.deepcopy(sub["default"])
+        yield from base.VALIDATORS["properties"](validator, properties, instance, schema)
+
+    return jsonschema.validators.extend(base, {"properties": set_defaults})
+
+
+def validate(config: dict) -> dict:
+    """Validate ``config`` in place against the schema, filling defaults; returns it."""
+    schema = yaml.safe_load(SCHEMA_PATH.read_text())
+    _validator()(schema).validate(config)
+    if config.get("data_mirror"):
+        config["data"]["mirror"] = config["data_mirror"]
+    sizes = config["models"]["sizes"]
+    if config["models"]["main_size"] not in sizes:
+        raise ValueError(f"models.main_size {config['models']['main_size']!r} is not in models.sizes {sorted(sizes)}")
+    for name, spec in sizes.items():
+        if not spec.get("arch") and not spec.get("name_or_path"):
+            raise ValueError(f"models.sizes.{name} needs 'arch' (tiny model) or 'name_or_path' (checkpoint)")
+    return config
+
+
+def load_config(path: str | Path, overrides: dict | None = None) -> dict:
+    config = yaml.safe_load(Path(path).read_text()) or {}
+    for key, value in (overrides or {}).items():
+        config[key] = value
+    return validate(config)
+
+
+def fraction_id(fraction: float) -> str:
+    return f"agentflan_f{round(fraction * 100):02d}"
+
+
+def datasets(config: dict) -> dict[str, dict]:
+    """All ablation datasets: the configured ones plus the Figure 7 fractions of ``agentflan``."""
+    out = {k: dict(v) for k, v in config["ablations"]["datasets"].items()}
+    if "agentflan" in out:
+        for f in config["ablations"]["fractions"]:
+            if f < 1:
+                out[fraction_id(f)] = {**out["agentflan"], "fraction": f}
+    return out
+
+
+def sizes(config: dict) -> list[str]:
+    return list(config["models"]["sizes"])
+
+
+def main_size(config: dict) -> str:
+    return config["models"]["main_size"]
+
+
+def model_ids(config: dict) -> list[str]:
+    """Every model the experiments need (each one is trained unless it is a base model)."""
+    m = main_size(config)
+    ds = datasets(config)
+    ids = [f"base-{s}" for s in sizes(config)]
+    ids += [f"{d}-{m}" for d in ds]
+    for s in sizes(config):
+        if s == m:
+            continue
+        for d in ("agentflan", "general"):
+            if d in ds:
+                ids.append(f"{d}-{s}")
+    return sorted(set(ids))
+
+
+def split_model_id(model_id: str) -> tuple[str, str]:
+    dataset, _, size = model_id.rpartition("-")
+    return dataset, size
+
+
+def training_recipe(config: dict, size: str, pretrain: bool = False) -> dict:
+    recipe = copy.deepcopy(config["training"]["default"])
+    if pretrain:
+        recipe.update(config["models"]["pretrain"].get("recipe", {}))
+    else:
+        recipe.update(config["training"]["per_size"].get(size, {}))
+    recipe["max_length"] = config["data"]["max_length"]
+    if not recipe.get("per_device_batch_size"):
+        recipe["per_device_batch_size"] = recipe["batch_size"]
+    return recipe
+
+
+def experiments(config: dict) -> dict:
+    """Row specs of every paper table and figure (written to summary/experiments.json)."""
+    m = main_size(config)
+    label = {s: v["label"] for s, v in config["models"]["sizes"].items()}
+    paper = config["preset"] == "paper"
+    table2 = [("ReAct (AgentTuning* baseline)", "react"), ("Align-Chat All (equal weights)", "chat_all"),
+              ("Reasoning halved", "chat_half_reasoning"), ("Retrieval halved", "chat_half_retrieval"),
+              ("Understanding halved", "chat_half_understanding"),
+              ("Instruction-following halved", "chat_half_instruction"),
+              ("All (Weighted) 1:0.25:0.75", "agentflan_wo_ns")]
+    fig7 = [{"fraction": f, "model_id": f"{fraction_id(f)}-{m}"} for f in config["ablations"]["fractions"] if f < 1]
+    fig7.append({"fraction": 1.0, "model_id": f"agentflan-{m}"})
+    return {
+        "run": config["run"],
+        "preset": config["preset"],
+        "main_size": m,
+        "size_labels": label,
+        "tables": {
+            "table1": [{"label": label[m], "model_id": f"base-{m}"},
+                       {"label": "AgentTuning*", "model_id": f"react-{m}"},
+                       {"label": "Agent-FLAN", "model_id": f"agentflan-{m}"}],
+            "table2": [{"label": lab, "model_id": f"{d}-{m}", "dataset_id": d} for lab, d in table2],
+            "table3": [{"label": label[m], "model_id": f"base-{m}"},
+                       {"label": "AgentTuning", "model_id": f"react-{m}"},
+                       {"label": "Agent-FLAN w/o NS", "model_id": f"agentflan_wo_ns-{m}"},
+                       {"label": "Agent-FLAN", "model_id": f"agentflan-{m}"}],
+            "table4": [{"label": label[s], "size": s, "general_model_id": f"general-{s}",
+                        "agent_model_id": f"agentflan-{s}"} for s in sizes(config)],
+            "table5": [{"label": label[s], "model_id": f"agentflan-{s}"} for s in sizes(config)],
+            "table6": {},
+        },
+        "figures": {
+            "fig1": {"series": [{"label": label[m], "model_id": f"base-{m}"},
+                                {"label": "AgentTuning*", "model_id": f"react-{m}"},
+                                {"label": "Agent-FLAN", "model_id": f"agentflan-{m}"}],
+                     "reference": "paper:GPT-4" if paper else "best"},
+            "fig2": {"model_id": f"react-{m}"},
+            "fig3": {"model_id": f"chat_all-{m}"},
+            "fig4": {"models": [{"label": label[m], "model_id": f"base-{m}"},
+                                {"label": "AgentTuning", "model_id": f"react-{m}"},
+                                {"label": "Agent-FLAN w/o NS", "model_id": f"agentflan_wo_ns-{m}"},
+                                {"label": "Agent-FLAN", "model_id": f"agentflan-{m}"}]},
+            "fig5": {},
+            "fig6": {"dataset_id": "agentflan"},
+            "fig7": {"points": fig7},
+            "fig8": {"series": [
+                {"label": "Llama2 (base)", "points": [{"size": label[s], "model_id": f"base-{s}"} for s in sizes(config)]},
+                {"label": "Agent-FLAN", "points": [{"size": label[s], "model_id": f"agentflan-{s}"} for s in sizes(config)]}]},
+        },
+    }

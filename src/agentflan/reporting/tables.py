@@ -1,0 +1,829 @@
+"""Paper Tables 1-6 rebuilt from the result summaries (docs/CONTRACTS.md, "Result summaries").
+
+Every number in a table comes from a summary file under ``summary_dir``; the paper's value is
+printed beside it from ``paper_reported.yaml``. Cells the run cannot produce are kept, empty in the
+CSV with the reason in ``note`` and written ``n/a (not run: <reason>)`` in the Markdown.
+
+Output layouts
+--------------
+CSV (one per table, long form, one line per cell, rows in the table's display order)::
+
+    row,column,ours,paper,note
+
+``ours`` is the formatted value (fixed decimals) or empty; ``paper`` is the value as the paper
+prints it (``??`` unknown in the paper, ``-`` printed as a dash, empty where the paper has no such
+cell); ``note`` says why a cell is empty or how it was derived.
+
+Markdown: a one-line caption (run, preset, and that paper values are printed beside ours), then
+the table. Table 1 gives every model an ``ours`` and a ``paper`` sub-row; Tables 2-6 pair each
+column as ``<column> ours | <column> paper``.
+"""
+from __future__ import annotations
+
+import csv
+import io as _io
+import math
+from pathlib import Path
+from typing import Any, Callable
+
+from ..io import DataError, read_json, write_text
+from . import reported as rep
+
+TABLE_IDS = ("table1", "table2", "table3", "table4", "table5", "table6")
+
+# (benchmark, metric) in scores.csv behind each paper column.
+METRICS = {
+    "Held-In": ("heldin", "overall"),
+    "HotpotQA": ("hotpotqa", "reward"),
+    "SciWorld": ("sciworld", "reward"),
+    "WebArena": ("webarena", "success"),
+    "T-Eval": ("teval", "overall"),
+    "Agent-H": ("agenth", "h_score"),
+    "H_ReAct": ("agenth", "h_react"),
+    "H_General": ("agenth", "h_general"),
+    "H_Score": ("agenth", "h_score"),
+    "MMLU": ("mmlu", "accuracy"),
+    "GSM8K": ("gsm8k", "accuracy"),
+    "HumanEval": ("humaneval", "pass@1"),
+}
+# Why a column has no summary data: the package does not run these environments.
+NOT_RUN_COLUMN = {
+    "Held-In": "AgentBench held-in environments are not run by this package",
+    "SciWorld": "ScienceWorld environment is not run by this package",
+    "WebArena": "WebArena environment is not run by this package",
+}
+# Why a paper row that the run's config does not fill has no values.
+NOT_RUN_ROW = {
+    "GPT-3.5": "proprietary API model, not evaluated",
+    "GPT-4": "proprietary API model, not evaluated",
+    "FireAct-7B": "third-party checkpoint, not evaluated",
+    "AgentLM-7B": "third-party checkpoint, not evaluated",
+}
+DEFAULT_ROW_REASON = "row not in this run's configuration"
+
+TABLE_TITLES = {
+    "table1": "Table 1: main results (held-in, held-out agent tasks and Overall)",
+    "table2": "Table 2: format alignment and capability-decomposition ablation (Llama2-7B)",
+    "table3": "Table 3: Agent-H hallucination results",
+    "table4": "Table 4: general capabilities, general data only vs general + Agent-FLAN data",
+    "table5": "Table 5: training hyperparameters",
+    "table6": "Table 6: training data statistics",
+}
+
+
+# --------------------------------------------------------------------------------------------
+# Formatting (fixed, locale-free; the same value always gives the same string)
+# --------------------------------------------------------------------------------------------
+
+def fmt_num(x: float, decimals: int = 2, sign: bool = False) -> str:
+    s = f"{x:+.{decimals}f}" if sign else f"{x:.{decimals}f}"
+    if float(s) == 0.0:  # no "-0.00"
+        s = ("+" if sign else "") + f"{0.0:.{decimals}f}"
+    return s
+
+
+def fmt_tokens(n: float) -> str:
+    """Token counts the way the paper prints them: ``19.2M``, ``37.3k``, ``512``."""
+    n = float(n)
+    sign = "-" if n < 0 else ""
+    a = abs(n)
+    for scale, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if round(a / scale, 1) >= 1.0:
+            if suffix != "B" and round(a / scale, 1) >= 1000.0:
+                continue  # e.g. 999,960 -> "1.0M", not "1000.0k"
+            return f"{sign}{a / scale:.1f}{suffix}"
+    return f"{sign}{int(round(a))}"
+
+
+def parse_tokens(s: str) -> float:
+    s = str(s).strip()
+    mult = {"k": 1e3, "K": 1e3, "M": 1e6, "B": 1e9, "G": 1e9}.get(s[-1:], 1.0)
+    return float(s[:-1] if mult != 1.0 else s) * mult
+
+
+def fmt_sci(x: float) -> str:
+    """``2e-05`` -> ``2e-5``; values between 0.01 and 1e4 stay plain."""
+    x = float(x)
+    if x == 0 or 1e-2 <= abs(x) < 1e4:
+        return f"{x:g}"
+    mant, exp = f"{x:.3g}".split("e") if "e" in f"{x:.3g}" else (f"{x:.3g}", "0")
+    return f"{mant}e{int(exp)}"
+
+
+def fmt_plain(x: Any) -> str:
+    """Integers without decimals, other floats with ``%g``, strings as they are."""
+    if isinstance(x, bool):
+        return str(x).lower()
+    if isinstance(x, int):
+        return str(x)
+    if isinstance(x, float):
+        return str(int(x)) if x.is_integer() else f"{x:g}"
+    return str(x)
+
+
+def fmt_paper(value: Any, *, delta: bool = False, kind: str = "num") -> str:
+    """A paper value for display: as printed (``??``/``-`` kept)."""
+    if value is None:
+        return "-"
+    if isinstance(value, str):
+        return value
+    if kind == "sci":
+        return fmt_sci(value)
+    if delta and isinstance(value, (int, float)):
+        return f"{value:+g}"
+    return fmt_plain(value)
+
+
+def na(reason: str) -> str:
+    return f"n/a (not run: {reason})"
+
+
+# --------------------------------------------------------------------------------------------
+# Reading the result summaries
+# --------------------------------------------------------------------------------------------
+
+def _read_csv(path: Path, required: tuple[str, ...]) -> list[dict[str, str]]:
+    if not path.exists():
+        raise DataError(path, "file not found (a result summary the reports need)")
+    with open(path, encoding="utf-8", newline="") as fh:
+        reader = csv.DictReader(fh)
+        cols = reader.fieldnames or []
+        missing = [c for c in required if c not in cols]
+        if missing:
+            raise DataError(path, f"missing columns {missing} (has {cols})")
+        return [dict(r) for r in reader]
+
+
+def _float(path: Path, line: int, col: str, s: str) -> float:
+    try:
+        v = float(s)
+    except (TypeError, ValueError):
+        raise DataError(path, f"column {col!r}: {s!r} is not a number", line=line) from None
+    if math.isnan(v):
+        raise DataError(path, f"column {col!r} is NaN", line=line)
+    return v
+
+
+class Summary:
+    """Lazy, cached access to ``results/<run>/summary/``; every error names the file."""
+
+    def __init__(self, summary_dir: str | Path):
+        self.dir = Path(summary_dir)
+        self._cache: dict[str, Any] = {}
+
+    def path(self, name: str) -> Path:
+        return self.dir / name
+
+    def _cached(self, key: str, fn: Callable[[], Any]) -> Any:
+        if key not in self._cache:
+            self._cache[key] = fn()
+        return self._cache[key]
+
+    # experiments.json ------------------------------------------------------------------------
+    @property
+    def experiments(self) -> dict:
+        def load():
+            obj = read_json(self.path("experiments.json"))
+            if not isinstance(obj, dict):
+                raise DataError(self.path("experiments.json"), "expected a JSON object")
+            return obj
+        return self._cached("experiments", load)
+
+    @property
+    def run(self) -> str:
+        return str(self.experiments.get("run", "?"))
+
+    @property
+    def preset(self) -> str:
+        return str(self.experiments.get("preset", "?"))
+
+    def config(self, section: str, key: str) -> Any:
+        sec = self.experiments.get(section)
+        if not isinstance(sec, dict) or key not in sec:
+            raise DataError(self.path("experiments.json"), f"no entry {section}.{key}")
+        return sec[key]
+
+    # scores.csv ------------------------------------------------------------------------------
+    @property
+    def scores(self) -> dict[tuple[str, str, str], float]:
+        def load():
+            p = self.path("scores.csv")
+            out: dict[tuple[str, str, str], float] = {}
+            for i, r in enumerate(_read_csv(p, ("model_id", "benchmark", "metric", "value")), start=2):
+                key = (r["model_id"], r["benchmark"], r["metric"])
+                if key in out:
+                    raise DataError(p, f"duplicate score {key}", line=i)
+                out[key] = _float(p, i, "value", r["value"])
+            return out
+        return self._cached("scores", load)
+
+    def require_model(self, model_id: str, what: str) -> None:
+        if not any(k[0] == model_id for k in self.scores):
+            raise DataError(self.path("scores.csv"),
+                            f"model_id {model_id!r} (needed by {what}) has no scores")
+
+    def score(self, model_id: str, column: str) -> float | None:
+        bench, metric = METRICS[column]
+        return self.scores.get((model_id, bench, metric))
+
+    def has_column(self, column: str) -> bool:
+        bench, metric = METRICS[column]
+        return any(k[1] == bench and k[2] == metric for k in self.scores)
+
+    # ablation_stats.csv ----------------------------------------------------------------------
+    def ablation(self, dataset_id: str, what: str) -> dict[str, float]:
+        def load():
+            p = self.path("ablation_stats.csv")
+            cols = ("dataset_id", "n_samples", "tokens_trained", "case_a", "case_b", "case_c", "case_d")
+            out = {}
+            for i, r in enumerate(_read_csv(p, cols), start=2):
+                out[r["dataset_id"]] = {k: _float(p, i, k, v) for k, v in r.items()
+                                        if k != "dataset_id" and v not in (None, "")}
+            return out
+        stats = self._cached("ablation", load)
+        if dataset_id not in stats:
+            raise DataError(self.path("ablation_stats.csv"),
+                            f"dataset_id {dataset_id!r} (needed by {what}) is missing")
+        return stats[dataset_id]
+
+    # train_curves.csv ------------------------------------------------------------------------
+    def curves(self, model_id: str, categories: tuple[str, ...], what: str) -> list[dict]:
+        def load():
+            p = self.path("train_curves.csv")
+            return [{"model_id": r["model_id"], "step": _float(p, i, "step", r["step"]),
+                     "category": r["category"], "loss": _float(p, i, "loss", r["loss"])}
+                    for i, r in enumerate(_read_csv(p, ("model_id", "step", "category", "loss")),
+                                          start=2)]
+        rows = [r for r in self._cached("curves", load) if r["model_id"] == model_id]
+        if not rows:
+            raise DataError(self.path("train_curves.csv"),
+                            f"model_id {model_id!r} (needed by {what}) has no training curve")
+        have = {r["category"] for r in rows}
+        missing = [c for c in categories if c not in have]
+        if missing:
+            raise DataError(self.path("train_curves.csv"),
+                            f"model_id {model_id!r} has no curve for categories {missing} ({what})")
+        return sorted((r for r in rows if r["category"] in categories),
+                      key=lambda r: (categories.index(r["category"]), r["step"]))
+
+    # train_config.csv ------------------------------------------------------------------------
+    def train_config(self, model_id: str, what: str) -> dict[str, str]:
+        def load():
+            p = self.path("train_config.csv")
+            cols = ("model_id", "size", "learning_rate", "warmup_ratio", "lr_scheduler",
+                    "batch_size", "epochs", "devices", "max_length", "method")
+            return {r["model_id"]: r for r in _read_csv(p, cols)}
+        cfg = self._cached("train_config", load)
+        if model_id not in cfg:
+            raise DataError(self.path("train_config.csv"),
+                            f"model_id {model_id!r} (needed by {what}) is missing")
+        return cfg[model_id]
+
+    # data_card.json --------------------------------------------------------------------------
+    @property
+    def data_card(self) -> dict[str, dict]:
+        """``{source stem: {"rows", "tasks", ...}}`` (a ``"sources"`` wrapper is accepted)."""
+        def load():
+            p = self.path("data_card.json")
+            card = read_json(p)
+            if isinstance(card, dict) and isinstance(card.get("sources"), dict):
+                card = card["sources"]
+            if isinstance(card, list):
+                card = {str(s.get("source")): s for s in card if isinstance(s, dict)}
+            if not isinstance(card, dict):
+                raise DataError(p, "expected an object keyed by source file")
+            out = {}
+            for name, stats in card.items():
+                if isinstance(stats, dict) and "rows" in stats:
+                    stem = name[:-len(".jsonl")] if name.endswith(".jsonl") else name
+                    stem = stem[len("data_"):] if stem.startswith("data_") else stem
+                    out[stem] = stats
+            if not out:
+                raise DataError(p, "no per-source entries with a 'rows' count")
+            return out
+        return self._cached("data_card", load)
+
+    # examples.json ---------------------------------------------------------------------------
+    @property
+    def examples(self) -> dict:
+        def load():
+            p = self.path("examples.json")
+            ex = read_json(p)
+            for k in ("react", "chat"):
+                if not isinstance(ex, dict) or not isinstance(ex.get(k), dict) \
+                        or not isinstance(ex[k].get("turns"), list):
+                    raise DataError(p, f"expected {{'react': {{'turns': [...]}}, 'chat': ...}}; "
+                                       f"{k!r} is missing or malformed")
+            return ex
+        return self._cached("examples", load)
+
+
+# --------------------------------------------------------------------------------------------
+# A table being built
+# --------------------------------------------------------------------------------------------
+
+class Table:
+    def __init__(self, table_id: str, columns: list[str]):
+        self.id = table_id
+        self.columns = list(columns)
+        self.rows: list[str] = []
+        self.cells: dict[tuple[str, str], dict[str, str]] = {}
+        self.footnotes: list[str] = []
+
+    def set(self, row: str, column: str, ours: str = "", paper: str = "", note: str = "",
+            md: str | None = None) -> None:
+        if row not in self.rows:
+            self.rows.append(row)
+        if column not in self.columns:
+            self.columns.append(column)
+        if not ours and not note:
+            raise AssertionError(f"{self.id} {row}/{column}: empty cell needs a note")
+        self.cells[(row, column)] = {"ours": ours, "paper": paper, "note": note,
+                                     "md": md if md is not None else (ours or na(note))}
+
+    def to_csv(self) -> str:
+        buf = _io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(["row", "column", "ours", "paper", "note"])
+        for r in self.rows:
+            for c in self.columns:
+                cell = self.cells.get((r, c))
+                if cell is not None:
+                    w.writerow([r, c, cell["ours"], cell["paper"], cell["note"]])
+        return buf.getvalue()
+
+
+def _md_escape(s: str) -> str:
+    return s.replace("|", "\\|").replace("\n", " ")
+
+
+def _md_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(_md_escape(h) for h in header) + " |",
+             "|" + "|".join(" --- " for _ in header) + "|"]
+    lines += ["| " + " | ".join(_md_escape(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def _caption(s: Summary, table_id: str) -> str:
+    return (f"{TABLE_TITLES[table_id]}. Built from the result summaries of run `{s.run}` "
+            f"(preset `{s.preset}`); the paper's values (paper_reported.yaml) are printed beside "
+            f"ours wherever the paper reports them.\n")
+
+
+def _md_paired(s: Summary, t: Table, paper_display: Callable[[str, str], str] | None = None,
+               paired: set[str] | None = None, first: str = "Row") -> str:
+    """Columns ``X ours | X paper`` (only ``X`` for columns the paper never reports)."""
+    paired = paired if paired is not None else {
+        c for c in t.columns if any(t.cells.get((r, c), {}).get("paper") for r in t.rows)}
+    header = [first]
+    for c in t.columns:
+        header += [f"{c} ours", f"{c} paper"] if c in paired else [c]
+    body = []
+    for r in t.rows:
+        line = [r]
+        for c in t.columns:
+            cell = t.cells.get((r, c))
+            line.append(cell["md"] if cell else "")
+            if c in paired:
+                p = cell["paper"] if cell else ""
+                if paper_display is not None and p and p not in ("??", "-"):
+                    p = paper_display(c, p)
+                line.append(p or "—")
+        body.append(line)
+    return _md_table(header, body)
+
+
+def _notes_md(t: Table) -> str:
+    if not t.footnotes:
+        return ""
+    return "\nNotes:\n" + "".join(f"- {n}\n" for n in t.footnotes)
+
+
+def _entries(table_cfg: Any, s: Summary, table_id: str, keys: tuple[str, ...]) -> list[dict]:
+    if not isinstance(table_cfg, list):
+        raise DataError(s.path("experiments.json"), f"tables.{table_id} must be a list of rows")
+    for i, e in enumerate(table_cfg):
+        if not isinstance(e, dict) or any(k not in e for k in keys):
+            raise DataError(s.path("experiments.json"),
+                            f"tables.{table_id}[{i}] needs keys {list(keys)}: {e!r}")
+    return table_cfg
+
+
+def _row_order(paper_rows: list[str], config_rows: list[str]) -> list[str]:
+    """The paper's rows in its order, then rows only this run has, in config order."""
+    return paper_rows + [r for r in config_rows if r not in paper_rows]
+
+
+def _paper(idx: dict, table_id: str, row: str, column: str, **kw) -> str:
+    e = idx.get((table_id, row, column))
+    return "" if e is None else fmt_paper(e.value, **kw)
+
+
+# --------------------------------------------------------------------------------------------
+# Table 1
+# --------------------------------------------------------------------------------------------
+
+def _table1(s: Summary, entries: list[rep.Entry]) -> Table:
+    idx = rep.index(entries)
+    cfg = _entries(s.config("tables", "table1"), s, "table1", ("label", "model_id"))
+    by_label = {e["label"]: e["model_id"] for e in cfg}
+    cols = ["Held-In", *rep.HELD_OUT]
+    t = Table("table1", cols + ["Overall"])
+    produced = [c for c in rep.HELD_OUT if s.has_column(c)]
+    partial = produced != list(rep.HELD_OUT)
+    avail_col = f"Overall (available: {', '.join(produced)})"
+    for label in _row_order(rep.rows_of(entries, "table1"), list(by_label)):
+        mid = by_label.get(label)
+        if mid is not None:
+            s.require_model(mid, f"Table 1 row {label!r}")
+        vals: dict[str, float] = {}
+        for c in cols:
+            paper = _paper(idx, "table1", label, c)
+            if mid is None:
+                t.set(label, c, paper=paper, note=NOT_RUN_ROW.get(label, DEFAULT_ROW_REASON))
+                continue
+            v = s.score(mid, c)
+            if v is None:
+                bench, metric = METRICS[c]
+                reason = NOT_RUN_COLUMN.get(c) if not s.has_column(c) else \
+                    f"no {bench}/{metric} score for {mid} in scores.csv"
+                t.set(label, c, paper=paper, note=reason)
+            else:
+                vals[c] = v
+                t.set(label, c, ours=fmt_num(v), paper=paper)
+        paper_overall = _paper(idx, "table1", label, "Overall")
+        if mid is None:
+            t.set(label, "Overall", paper=paper_overall,
+                  note=NOT_RUN_ROW.get(label, DEFAULT_ROW_REASON))
+        elif all(c in vals for c in rep.HELD_OUT):
+            t.set(label, "Overall", ours=fmt_num(sum(vals[c] for c in rep.HELD_OUT) / 5),
+                  paper=paper_overall)
+        else:
+            missing = [c for c in rep.HELD_OUT if c not in vals]
+            t.set(label, "Overall", paper=paper_overall,
+                  note=f"needs all five held-out columns; missing {', '.join(missing)}")
+        if not partial or not produced:
+            continue
+        # The mean over the held-out columns this run has, never called the paper's Overall.
+        pvals = [rep.paper_number(idx, "table1", label, c) for c in produced]
+        ppaper = fmt_num(sum(pvals) / len(pvals)) if all(v is not None for v in pvals) else ""
+        pnote = "paper value derived [D]: mean of the paper's cells in the same columns" \
+            if ppaper else ""
+        if mid is None:
+            t.set(label, avail_col, paper=ppaper,
+                  note="; ".join(x for x in (NOT_RUN_ROW.get(label, DEFAULT_ROW_REASON), pnote) if x))
+        elif all(c in vals for c in produced):
+            t.set(label, avail_col, ours=fmt_num(sum(vals[c] for c in produced) / len(produced)),
+                  paper=ppaper, note=pnote)
+        else:
+            missing = [c for c in produced if c not in vals]
+            t.set(label, avail_col, paper=ppaper,
+                  note=f"missing {', '.join(missing)} for {mid}" + (f"; {pnote}" if pnote else ""))
+    t.footnotes = [
+        "Overall is the arithmetic mean of the five held-out columns (HotpotQA, SciWorld, "
+        "WebArena, T-Eval, Agent-H); Held-In is not part of it.",
+    ]
+    if partial and produced:
+        t.footnotes.append(
+            f"'{avail_col}' is the mean over the held-out columns this run produces; it is not the "
+            "paper's Overall. Its paper sub-row is derived from the paper's cells in the same columns.")
+    t.footnotes += [
+        "HotpotQA = reward, T-Eval = overall score, Agent-H = H_Score (all in %).",
+        "Paper erratum: GPT-3.5's Overall is printed 47.8; the mean of its held-out cells is 47.852.",
+        "Paper inconsistency: AgentTuning*'s Agent-H is 84.5 here but 83.9 in Table 3.",
+    ]
+    return t
+
+
+def _md_table1(s: Summary, t: Table) -> str:
+    header = ["Model", "", *t.columns]
+    body = []
+    for r in t.rows:
+        body.append([r, "ours"] + [t.cells[(r, c)]["md"] if (r, c) in t.cells else "" for c in t.columns])
+        body.append(["", "paper"] + [(t.cells[(r, c)]["paper"] if (r, c) in t.cells else "") or "—"
+                                     for c in t.columns])
+    return _caption(s, "table1") + "\n" + _md_table(header, body) + _notes_md(t)
+
+
+# --------------------------------------------------------------------------------------------
+# Table 2
+# --------------------------------------------------------------------------------------------
+
+T2_CAPS = ("reasoning", "retrieval", "understanding", "instruction")
+
+
+def _table2(s: Summary, entries: list[rep.Entry]) -> Table:
+    idx = rep.index(entries)
+    cfg = _entries(s.config("tables", "table2"), s, "table2", ("label", "model_id", "dataset_id"))
+    by_label = {e["label"]: e for e in cfg}
+    cols = ["Tokens", "T-Eval", "HotpotQA", "Samples"] + [f"Tokens {c}" for c in T2_CAPS]
+    t = Table("table2", cols)
+    for label in _row_order(rep.rows_of(entries, "table2"), list(by_label)):
+        e = by_label.get(label)
+        if e is None:
+            for c in cols:
+                t.set(label, c, paper=_paper(idx, "table2", label, c), note=DEFAULT_ROW_REASON)
+            continue
+        what = f"Table 2 row {label!r}"
+        st = s.ablation(e["dataset_id"], what)
+        s.require_model(e["model_id"], what)
+        for c in cols:
+            paper = _paper(idx, "table2", label, c)
+            if c in ("T-Eval", "HotpotQA"):
+                v = s.score(e["model_id"], c)
+                if v is None:
+                    bench, metric = METRICS[c]
+                    t.set(label, c, paper=paper,
+                          note=f"no {bench}/{metric} score for {e['model_id']} in scores.csv")
+                else:
+                    t.set(label, c, ours=fmt_num(v), paper=paper)
+                continue
+            key = {"Tokens": "tokens_trained", "Samples": "n_samples"}.get(c) \
+                or "tokens_trained_" + c.split(" ", 1)[1]
+            if key not in st:
+                t.set(label, c, paper=paper, note=f"no {key} for {e['dataset_id']} in ablation_stats.csv")
+            else:
+                t.set(label, c, ours=str(int(st[key])) if c == "Samples" else fmt_tokens(st[key]),
+                      paper=paper)
+    t.footnotes = [
+        "Tokens = trained (loss-bearing) tokens of the ablation dataset (ablation_stats.csv "
+        "tokens_trained); the per-capability token columns are ours only (the paper does not print "
+        "them).",
+        "T-Eval = overall score, HotpotQA = reward (%).",
+        "The ReAct row equals Table 1's AgentTuning* row in the paper (61.8 / 25.4).",
+    ]
+    return t
+
+
+# --------------------------------------------------------------------------------------------
+# Table 3
+# --------------------------------------------------------------------------------------------
+
+def _simple_score_table(s: Summary, entries: list[rep.Entry], table_id: str,
+                        cols: list[str]) -> Table:
+    idx = rep.index(entries)
+    cfg = _entries(s.config("tables", table_id), s, table_id, ("label", "model_id"))
+    by_label = {e["label"]: e["model_id"] for e in cfg}
+    t = Table(table_id, cols)
+    for label in _row_order(rep.rows_of(entries, table_id), list(by_label)):
+        mid = by_label.get(label)
+        if mid is not None:
+            s.require_model(mid, f"{table_id} row {label!r}")
+        for c in cols:
+            paper = _paper(idx, table_id, label, c)
+            if mid is None:
+                t.set(label, c, paper=paper, note=DEFAULT_ROW_REASON)
+                continue
+            v = s.score(mid, c)
+            if v is None:
+                bench, metric = METRICS[c]
+                t.set(label, c, paper=paper, note=f"no {bench}/{metric} score for {mid} in scores.csv")
+            else:
+                t.set(label, c, ours=fmt_num(v), paper=paper)
+    return t
+
+
+def _table3(s: Summary, entries: list[rep.Entry]) -> Table:
+    t = _simple_score_table(s, entries, "table3", ["T-Eval", "H_ReAct", "H_General", "H_Score"])
+    t.footnotes = [
+        "H_ReAct and H_General are hallucination rates (lower is better); "
+        "H_Score = 0.5*((100-H_ReAct)+(100-H_General)) (higher is better).",
+        "Paper inconsistency: for Agent-FLAN w/o NS the formula gives 85.45 from the printed "
+        "15.6 / 13.5, but H_Score 84.5 is printed.",
+        "Paper cells for Llama2-7B and AgentTuning H_ReAct/H_General are reconstructions [D].",
+    ]
+    return t
+
+
+# --------------------------------------------------------------------------------------------
+# Table 4
+# --------------------------------------------------------------------------------------------
+
+T4_BENCH = ("MMLU", "GSM8K", "HumanEval")
+
+
+def _table4(s: Summary, entries: list[rep.Entry]) -> Table:
+    idx = rep.index(entries)
+    cfg = _entries(s.config("tables", "table4"), s, "table4",
+                   ("label", "general_model_id", "agent_model_id"))
+    by_label = {e["label"]: e for e in cfg}
+    cols = []
+    for b in T4_BENCH:
+        cols += [f"{b} general-only", f"{b} general+agent", f"{b} delta"]
+    t = Table("table4", cols)
+    abs_unknown = any(e.id == "table4" and e.unknown for e in entries)
+    for label in _row_order(rep.rows_of(entries, "table4")
+                            and [r for r in rep.rows_of(entries, "table4")
+                                 if ("table4", r, "MMLU delta") in idx], list(by_label)):
+        e = by_label.get(label)
+        in_paper = ("table4", label, "MMLU delta") in idx
+        if e is not None:
+            for k in ("general_model_id", "agent_model_id"):
+                s.require_model(e[k], f"Table 4 row {label!r} ({k})")
+        for b in T4_BENCH:
+            absolute_paper = "??" if (in_paper and abs_unknown) else ""
+            dcol = f"{b} delta"
+            dpaper = _paper(idx, "table4", label, dcol, delta=True)
+            if e is None:
+                for c in (f"{b} general-only", f"{b} general+agent"):
+                    t.set(label, c, paper=absolute_paper, note=DEFAULT_ROW_REASON)
+                t.set(label, dcol, paper=dpaper, note=DEFAULT_ROW_REASON)
+                continue
+            vals = []
+            for c, mid in ((f"{b} general-only", e["general_model_id"]),
+                           (f"{b} general+agent", e["agent_model_id"])):
+                v = s.score(mid, b)
+                if v is None:
+                    bench, metric = METRICS[b]
+                    t.set(label, c, paper=absolute_paper,
+                          note=f"no {bench}/{metric} score for {mid} in scores.csv")
+                else:
+                    vals.append(float(fmt_num(v)))
+                    t.set(label, c, ours=fmt_num(v), paper=absolute_paper)
+            if len(vals) == 2:
+                t.set(label, dcol, ours=fmt_num(vals[1] - vals[0], sign=True), paper=dpaper)
+            else:
+                t.set(label, dcol, paper=dpaper, note="needs both scores of this row")
+    t.footnotes = [
+        "delta = (general + Agent-FLAN data) - (general data only), in points, computed from the "
+        "two printed scores. The paper prints only the deltas; its absolute scores are unknown (??).",
+        "MMLU/GSM8K = accuracy, HumanEval = pass@1 (%).",
+    ]
+    return t
+
+
+# --------------------------------------------------------------------------------------------
+# Table 5
+# --------------------------------------------------------------------------------------------
+
+T5_COLUMNS = ("learning rate", "warmup LR", "warmup ratio", "LR schedule", "batch size", "epochs",
+              "GPUs", "max sequence length", "method")
+T5_SOURCE = {"learning rate": "learning_rate", "warmup ratio": "warmup_ratio",
+             "LR schedule": "lr_scheduler", "batch size": "batch_size", "epochs": "epochs",
+             "GPUs": "devices", "max sequence length": "max_length", "method": "method"}
+
+
+def _fmt_cfg(column: str, raw: str) -> str:
+    raw = raw.strip()
+    if column in ("LR schedule", "method"):
+        return raw
+    try:
+        x = float(raw)
+    except ValueError:
+        return raw
+    return fmt_sci(x) if column == "learning rate" else fmt_plain(x)
+
+
+def _table5(s: Summary, entries: list[rep.Entry]) -> Table:
+    idx = rep.index(entries)
+    cfg = _entries(s.config("tables", "table5"), s, "table5", ("label", "model_id"))
+    by_label = {e["label"]: e["model_id"] for e in cfg}
+    t = Table("table5", list(T5_COLUMNS))
+    paper_rows = [r for r in rep.rows_of(entries, "table5") if r != "all"]
+    lengths: dict[str, str] = {}
+    for label in _row_order(paper_rows, list(by_label)):
+        mid = by_label.get(label)
+        row = s.train_config(mid, f"Table 5 row {label!r}") if mid is not None else None
+        for c in T5_COLUMNS:
+            paper = _paper(idx, "table5", label, c, kind="sci" if "LR" in c or "rate" in c else "num")
+            if row is None:
+                t.set(label, c, paper=paper, note=DEFAULT_ROW_REASON)
+            elif c == "warmup LR":
+                t.set(label, c, paper=paper,
+                      note="the package configures a warm-up ratio (column 'warmup ratio'), "
+                           "not a warm-up start LR", md="n/a (not configured: see warmup ratio)")
+            else:
+                v = _fmt_cfg(c, row[T5_SOURCE[c]])
+                t.set(label, c, ours=v, paper=paper)
+                if c == "max sequence length":
+                    lengths[label] = v
+    paper_all = _paper(idx, "table5", "all", "max sequence length")
+    values = sorted(set(lengths.values()))
+    if len(values) == 1:
+        t.set("all", "max sequence length", ours=values[0], paper=paper_all,
+              note="paper: maintainer statement (GitHub issue #4), not in the table")
+    elif values:
+        t.set("all", "max sequence length", paper=paper_all,
+              note="differs between rows: " + ", ".join(f"{k}={v}" for k, v in lengths.items()),
+              md="varies by row")
+    else:
+        t.set("all", "max sequence length", paper=paper_all, note=DEFAULT_ROW_REASON)
+    t.footnotes = [
+        "Ours from train_config.csv; batch size is the global batch, GPUs = devices used.",
+        "The paper's max sequence length (8192) is the maintainer's statement in GitHub issue #4, "
+        "shown in the row 'all'.",
+    ]
+    return t
+
+
+# --------------------------------------------------------------------------------------------
+# Table 6
+# --------------------------------------------------------------------------------------------
+
+T6_TASKS = (("OS", ("os",)), ("DB", ("db", "database", "dbbench")),
+            ("KG", ("kg", "knowledgegraph")), ("WebShop", ("webshop",)),
+            ("ALFWorld", ("alfworld",)), ("Mind2Web", ("mind2web",)))
+
+
+def _norm(s: str) -> str:
+    return "".join(ch for ch in s.lower() if ch.isalnum())
+
+
+def _table6(s: Summary, entries: list[rep.Entry]) -> Table:
+    idx = rep.index(entries)
+    cfg = s.config("tables", "table6")
+    cfg = cfg if isinstance(cfg, dict) else {}
+    card = s.data_card
+    card_path = s.path("data_card.json")
+    ai_src = cfg.get("agentinstruct_source", "agent_instruct_react")
+    if ai_src not in card:
+        cands = sorted(k for k in card if k.startswith("agent_instruct"))
+        if not cands:
+            raise DataError(card_path, f"no AgentInstruct source ({ai_src!r}) for Table 6")
+        ai_src = cands[0]
+    tb_srcs = cfg.get("toolbench_sources") or sorted(k for k in card if k.startswith("toolbench"))
+    for src in tb_srcs:
+        if src not in card:
+            raise DataError(card_path, f"source {src!r} (Table 6 ToolBench row) is missing")
+    tasks = card[ai_src].get("tasks") or {}
+    if not isinstance(tasks, dict):
+        raise DataError(card_path, f"{ai_src}.tasks must be an object {{task: rows}}")
+    by_norm = {_norm(k): v for k, v in tasks.items()}
+    t = Table("table6", ["samples"])
+    ai_total = 0
+    for name, aliases in T6_TASKS:
+        row = f"AgentInstruct {name}"
+        paper = _paper(idx, "table6", row, "samples")
+        hit = next((a for a in aliases if a in by_norm), None)
+        if hit is None:
+            t.set(row, "samples", paper=paper, note=f"no task {name} in {ai_src}.tasks of data_card.json")
+        else:
+            ai_total += int(by_norm[hit])
+            t.set(row, "samples", ours=str(int(by_norm[hit])), paper=paper,
+                  note=f"rows of task {name} in {ai_src}")
+    t.set("AgentInstruct subtotal", "samples", ours=str(ai_total),
+          paper="1836", note=f"sum of the six tasks in {ai_src}; paper value derived [D]")
+    tb_total = sum(int(card[k]["rows"]) for k in tb_srcs)
+    t.set("ToolBench", "samples", ours=str(tb_total), paper=_paper(idx, "table6", "ToolBench", "samples"),
+          note="sum of rows over " + ", ".join(tb_srcs))
+    t.set("Total", "samples", ours=str(ai_total + tb_total),
+          paper=_paper(idx, "table6", "Total", "samples"), note="AgentInstruct subtotal + ToolBench")
+    for src in sorted(card):
+        t.set(f"file {src}", "samples", ours=str(int(card[src]["rows"])), paper="??",
+              note="rows of the release file; per-file counts are unknown in the paper")
+    t.set("release files total", "samples", ours=str(sum(int(v["rows"]) for v in card.values())),
+          paper=_paper(idx, "release", "HF internlm/Agent-FLAN", "total rows (7 splits)"),
+          note="sum of rows over all source files; paper value: third-party conversion log")
+    t.footnotes = [
+        f"AgentInstruct task counts come from {ai_src} (the ReAct and chat-aligned AgentInstruct "
+        "files hold the same trajectories); ToolBench = sum over " + ", ".join(tb_srcs) + ".",
+        "Which release files make up the paper's ToolBench count (22,867) is not stated in the paper.",
+    ]
+    return t
+
+
+BUILDERS: dict[str, Callable[[Summary, list[rep.Entry]], Table]] = {
+    "table1": _table1, "table2": _table2, "table3": _table3,
+    "table4": _table4, "table5": _table5, "table6": _table6,
+}
+
+
+def _paper_delta_display(column: str, p: str) -> str:
+    if column.endswith("delta"):
+        try:
+            return f"{float(p):+g}"
+        except ValueError:
+            return p
+    return p
+
+
+def make_table(table_id: str, summary_dir: str | Path, reported_path: str | Path) -> tuple[Table, str]:
+    """Build one table in memory: ``(table, markdown)``."""
+    if table_id not in BUILDERS:
+        raise ValueError(f"unknown table id {table_id!r}; expected one of {TABLE_IDS}")
+    s = Summary(summary_dir)
+    entries = rep.load_reported(reported_path)
+    t = BUILDERS[table_id](s, entries)
+    if table_id == "table1":
+        md = _md_table1(s, t)
+    else:
+        first = {"table5": "Model", "table6": "Source / task", "table4": "Model"}.get(table_id, "Method")
+        md = _caption(s, table_id) + "\n" + _md_paired(s, t, _paper_delta_display, first=first) \
+            + _notes_md(t)
+    return t, md
+
+
+def build_table(table_id: str, summary_dir: Path, reported_path: Path, out_csv: Path,
+                out_md: Path) -> None:
+    """Write ``out_csv`` (long form: row,column,ours,paper,note) and ``out_md`` for one table."""
+    t, md = make_table(table_id, summary_dir, reported_path)
+    write_text(out_csv, t.to_csv())
+    write_text(out_md, md)
+
+
+def read_table_csv(path: str | Path) -> dict[tuple[str, str], dict[str, str]]:
+    """Read a table CSV written by :func:`build_table`: ``{(row, column): {ours, paper, note}}``."""
+    path = Path(path)
+    rows = _read_csv(path, ("row", "column", "ours", "paper", "note"))
+    return {(r["row"], r["column"]): {"ours": r["ours"], "paper": r["paper"], "note": r["note"]}
+            for r in rows}
