@@ -129,9 +129,10 @@ def fmt_paper(value: Any, *, delta: bool = False, kind: str = "num") -> str:
         return value
     if kind == "sci":
         return fmt_sci(value)
-    if delta and isinstance(value, (int, float)):
-        return f"{value:+g}"
-    return fmt_plain(value)
+    text = repr(value) if isinstance(value, float) else fmt_plain(value)  # 20.0 stays "20.0"
+    if delta and isinstance(value, (int, float)) and value >= 0:
+        text = "+" + text
+    return text
 
 
 def na(reason: str) -> str:
@@ -370,11 +371,9 @@ def _caption(s: Summary, table_id: str) -> str:
             f"ours wherever the paper reports them.\n")
 
 
-def _md_paired(s: Summary, t: Table, paper_display: Callable[[str, str], str] | None = None,
-               paired: set[str] | None = None, first: str = "Row") -> str:
+def _md_paired(t: Table, first: str = "Row") -> str:
     """Columns ``X ours | X paper`` (only ``X`` for columns the paper never reports)."""
-    paired = paired if paired is not None else {
-        c for c in t.columns if any(t.cells.get((r, c), {}).get("paper") for r in t.rows)}
+    paired = {c for c in t.columns if any(t.cells.get((r, c), {}).get("paper") for r in t.rows)}
     header = [first]
     for c in t.columns:
         header += [f"{c} ours", f"{c} paper"] if c in paired else [c]
@@ -385,10 +384,7 @@ def _md_paired(s: Summary, t: Table, paper_display: Callable[[str, str], str] | 
             cell = t.cells.get((r, c))
             line.append(cell["md"] if cell else "")
             if c in paired:
-                p = cell["paper"] if cell else ""
-                if paper_display is not None and p and p not in ("??", "-"):
-                    p = paper_display(c, p)
-                line.append(p or "—")
+                line.append((cell["paper"] if cell else "") or "—")
         body.append(line)
     return _md_table(header, body)
 
@@ -612,9 +608,8 @@ def _table4(s: Summary, entries: list[rep.Entry]) -> Table:
         cols += [f"{b} general-only", f"{b} general+agent", f"{b} delta"]
     t = Table("table4", cols)
     abs_unknown = any(e.id == "table4" and e.unknown for e in entries)
-    for label in _row_order(rep.rows_of(entries, "table4")
-                            and [r for r in rep.rows_of(entries, "table4")
-                                 if ("table4", r, "MMLU delta") in idx], list(by_label)):
+    paper_rows = [r for r in rep.rows_of(entries, "table4") if ("table4", r, "MMLU delta") in idx]
+    for label in _row_order(paper_rows, list(by_label)):
         e = by_label.get(label)
         in_paper = ("table4", label, "MMLU delta") in idx
         if e is not None:
@@ -761,8 +756,11 @@ def _table6(s: Summary, entries: list[rep.Entry]) -> Table:
             ai_total += int(by_norm[hit])
             t.set(row, "samples", ours=str(int(by_norm[hit])), paper=paper,
                   note=f"rows of task {name} in {ai_src}")
+    ai_paper = [rep.paper_number(idx, "table6", f"AgentInstruct {name}", "samples")
+                for name, _ in T6_TASKS]
     t.set("AgentInstruct subtotal", "samples", ours=str(ai_total),
-          paper="1836", note=f"sum of the six tasks in {ai_src}; paper value derived [D]")
+          paper=str(int(sum(ai_paper))) if None not in ai_paper else "",
+          note=f"sum of the six tasks in {ai_src}; paper value derived [D] from its task rows")
     tb_total = sum(int(card[k]["rows"]) for k in tb_srcs)
     t.set("ToolBench", "samples", ours=str(tb_total), paper=_paper(idx, "table6", "ToolBench", "samples"),
           note="sum of rows over " + ", ".join(tb_srcs))
@@ -788,15 +786,6 @@ BUILDERS: dict[str, Callable[[Summary, list[rep.Entry]], Table]] = {
 }
 
 
-def _paper_delta_display(column: str, p: str) -> str:
-    if column.endswith("delta"):
-        try:
-            return f"{float(p):+g}"
-        except ValueError:
-            return p
-    return p
-
-
 def make_table(table_id: str, summary_dir: str | Path, reported_path: str | Path) -> tuple[Table, str]:
     """Build one table in memory: ``(table, markdown)``."""
     if table_id not in BUILDERS:
@@ -808,7 +797,7 @@ def make_table(table_id: str, summary_dir: str | Path, reported_path: str | Path
         md = _md_table1(s, t)
     else:
         first = {"table5": "Model", "table6": "Source / task", "table4": "Model"}.get(table_id, "Method")
-        md = _caption(s, table_id) + "\n" + _md_paired(s, t, _paper_delta_display, first=first) \
+        md = _caption(s, table_id) + "\n" + _md_paired(t, first=first) \
             + _notes_md(t)
     return t, md
 

@@ -1,0 +1,327 @@
+"""General-capability benchmarks of Table 4: MMLU, GSM8K, HumanEval (loaders and scorers).
+
+All three are zero-shot single-turn chat prompts (the paper's shot settings are unknown;
+AgentTuning used 5-shot MMLU and 8-shot GSM8K). Prompt wording is ours and configurable.
+
+* MMLU (``cais/mmlu/all/test.jsonl`` or parquet): lettered choices; the answer is the first
+  stand-alone letter A-D after the last ``Answer:`` in the output (or in the whole output if there
+  is none). Metric ``accuracy``.
+* GSM8K (``openai/gsm8k/main/test.jsonl`` or parquet): correct iff the last number in the output
+  equals the number after ``####`` in the reference (commas removed, numeric comparison).
+  Metric ``accuracy``.
+* HumanEval (``openai/openai_humaneval/openai_humaneval/test.jsonl`` or parquet): user turn = the
+  function prompt (``prompt_template``); the prediction is a completion. If it holds a fenced code
+  block, the first block is used (``extract_code``). The program ``prompt + completion + test +
+  check(entry_point)`` runs in a separate ``python -I`` process with an empty environment, a fresh
+  temporary working directory, a wall-clock ``timeout`` (default 5 s) and resource limits
+  (``RLIMIT_AS`` = ``memory_mb``, CPU seconds, file size, no core dumps). Metric ``pass@1`` (one
+  greedy sample per task); ``execute: false`` reports ``pass@1`` = null without running anything.
+  This is a sandbox of convenience, not a security boundary: run untrusted models' code in a
+  container.
+"""
+from __future__ import annotations
+
+import glob
+import os
+import random
+import re
+import subprocess
+import sys
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any
+
+from ..io import DataError, iter_jsonl
+from .text import mean, prediction_text
+
+SOURCES = {
+    "mmlu": ("cais/mmlu", "all", "test"),
+    "gsm8k": ("openai/gsm8k", "main", "test"),
+    "humaneval": ("openai/openai_humaneval", "openai_humaneval", "test"),
+}
+LETTERS = "ABCD"
+
+DEFAULTS = {
+    "max_samples": None,
+    "seed": 0,
+    "files": None,
+    # MMLU
+    "mmlu_template": ("The following is a multiple choice question about {subject}.\n\n{question}\n"
+                      "{choices}\nAnswer with the letter of the correct choice.\nAnswer:"),
+    # GSM8K
+    "gsm8k_template": ("Solve the following math problem step by step. End your answer with "
+                       "\"The answer is <number>\".\n\nQuestion: {question}"),
+    # HumanEval
+    "prompt_template": "{prompt}",
+    "execute": True,
+    "timeout": 5.0,
+    "memory_mb": 1024,
+    "workers": 4,
+    "extract_code": True,
+}
+
+
+def _opts(options: dict | None) -> dict:
+    o = dict(DEFAULTS)
+    o.update(options or {})
+    return o
+
+
+# ============================================================================================
+# Loading
+# ============================================================================================
+
+def _plain(obj: Any) -> Any:
+    if hasattr(obj, "tolist") and not isinstance(obj, (str, bytes)):
+        return _plain(obj.tolist())
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    return obj
+
+
+def _files(benchmark: str, raw_dir: Path, o: dict) -> list[Path]:
+    repo, config, split = SOURCES[benchmark]
+    base = Path(raw_dir) / repo
+    if o["files"]:
+        pats = [o["files"]] if isinstance(o["files"], str) else list(o["files"])
+    else:
+        jsonl = base / config / f"{split}.jsonl"
+        if jsonl.exists():
+            return [jsonl]
+        pats = [f"{config}/{split}-*.parquet", f"{config}/{split}.parquet"]
+    found: list[Path] = []
+    for pat in pats:
+        found += sorted(Path(p) for p in glob.glob(str(base / pat)))
+    if not found:
+        raise DataError(base / config / f"{split}.jsonl", f"no {benchmark} file found (also tried {pats})")
+    return found
+
+
+def _records(benchmark: str, raw_dir: Path, o: dict):
+    for path in _files(benchmark, raw_dir, o):
+        if path.suffix == ".parquet":
+            import pandas as pd
+            try:
+                df = pd.read_parquet(path)
+            except Exception as exc:  # noqa: BLE001
+                raise DataError(path, f"cannot read parquet file ({exc})") from None
+            for i, rec in enumerate(df.to_dict(orient="records")):
+                yield path, i + 1, _plain(rec)
+        else:
+            for line, rec in iter_jsonl(path):
+                yield path, line, rec
+
+
+def _need(rec: Any, path: Path, line: int, fields: dict[str, type | tuple]) -> None:
+    if not isinstance(rec, dict):
+        raise DataError(path, "record is not an object", line=line)
+    for k, t in fields.items():
+        if not isinstance(rec.get(k), t) or isinstance(rec.get(k), bool) and t is int:
+            raise DataError(path, f"field {k!r} missing or not {getattr(t, '__name__', t)}", line=line,
+                            record=str(rec.get("task_id", "")) or None)
+
+
+def _select(items: list[dict], o: dict) -> list[dict]:
+    n = o["max_samples"]
+    if n is None or n >= len(items):
+        return items
+    chosen = sorted(random.Random(o["seed"]).sample(range(len(items)), int(n)))
+    return [items[i] for i in chosen]
+
+
+def gsm8k_gold(answer: str) -> str | None:
+    """The number after ``####`` (commas removed)."""
+    if "####" not in answer:
+        return None
+    m = re.search(r"-?[\d,]*\.?\d+", answer.split("####")[-1])
+    return m.group(0).replace(",", "") if m else None
+
+
+def load_items(benchmark: str, raw_dir: Path, options: dict | None = None) -> list[dict]:
+    o = _opts(options)
+    items: list[dict] = []
+    for path, line, rec in _records(benchmark, raw_dir, o):
+        n = len(items)
+        if benchmark == "mmlu":
+            _need(rec, path, line, {"question": str, "choices": list, "answer": int})
+            if len(rec["choices"]) != 4 or not 0 <= rec["answer"] < 4:
+                raise DataError(path, "MMLU record needs 4 choices and answer in 0..3", line=line)
+            subject = str(rec.get("subject") or "general knowledge").replace("_", " ")
+            choices = "\n".join(f"{LETTERS[i]}. {c}" for i, c in enumerate(rec["choices"]))
+            content = o["mmlu_template"].format(subject=subject, question=rec["question"], choices=choices)
+            items.append({"id": f"mmlu/{n}", "benchmark": "mmlu", "subset": subject,
+                          "messages": [{"role": "user", "content": content}],
+                          "reference": {"answer": LETTERS[rec["answer"]]},
+                          "meta": {"subject": subject, "line": line}})
+        elif benchmark == "gsm8k":
+            _need(rec, path, line, {"question": str, "answer": str})
+            gold = gsm8k_gold(rec["answer"])
+            if gold is None:
+                raise DataError(path, "GSM8K answer has no '#### <number>'", line=line)
+            content = o["gsm8k_template"].format(question=rec["question"])
+            items.append({"id": f"gsm8k/{n}", "benchmark": "gsm8k", "subset": "main",
+                          "messages": [{"role": "user", "content": content}],
+                          "reference": {"answer": gold}, "meta": {"line": line}})
+        elif benchmark == "humaneval":
+            _need(rec, path, line, {"task_id": str, "prompt": str, "test": str, "entry_point": str})
+            content = o["prompt_template"].format(prompt=rec["prompt"])
+            items.append({"id": f"humaneval/{rec['task_id']}", "benchmark": "humaneval",
+                          "subset": "humaneval",
+                          "messages": [{"role": "user", "content": content}],
+                          "reference": {"prompt": rec["prompt"], "test": rec["test"],
+                                        "entry_point": rec["entry_point"],
+                                        "canonical_solution": rec.get("canonical_solution")},
+                          "meta": {"task_id": rec["task_id"]}})
+        else:
+            raise ValueError(f"unknown general benchmark {benchmark!r}")
+    return _select(items, o)
+
+
+# ============================================================================================
+# MMLU / GSM8K parsing
+# ============================================================================================
+
+_LETTER = re.compile(r"(?<![A-Za-z])([ABCD])(?![A-Za-z])")
+
+
+def mmlu_letter(text: str) -> str | None:
+    idx = text.rfind("Answer:")
+    if idx == -1:
+        idx = text.lower().rfind("answer:")
+    tail = text[idx + len("Answer:"):] if idx != -1 else text
+    m = _LETTER.search(tail)
+    return m.group(1) if m else None
+
+
+_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+")
+
+
+def last_number(text: str) -> str | None:
+    found = _NUMBER.findall(text)
+    if not found:
+        return None
+    return found[-1].replace(",", "").rstrip(".")
+
+
+def numbers_equal(a: str | None, b: str | None) -> bool:
+    if a is None or b is None:
+        return False
+    try:
+        return Decimal(a) == Decimal(b)
+    except InvalidOperation:
+        return a == b
+
+
+# ============================================================================================
+# HumanEval execution
+# ============================================================================================
+
+_FENCE = re.compile(r"```[ \t]*(?:python|py|Python)?[ \t]*\n(.*?)(?:```|$)", re.S)
+
+
+def extract_code(completion: str) -> str:
+    m = _FENCE.search(completion)
+    return m.group(1) if m else completion
+
+
+def build_program(reference: dict, completion: str, extract: bool = True) -> str:
+    code = extract_code(completion) if extract else completion
+    return (reference["prompt"] + code + "\n\n" + reference["test"] + "\n\n"
+            + f"check({reference['entry_point']})\n")
+
+
+# The child sets its own limits before running the program (no preexec_fn: it is unsafe with
+# threads). ``runpy`` executes the program as ``__main__``.
+_BOOTSTRAP = """\
+import resource, runpy, sys
+mem, cpu = int(sys.argv[1]), int(sys.argv[2])
+for lim, val in ((resource.RLIMIT_AS, mem), (resource.RLIMIT_CPU, cpu),
+                 (resource.RLIMIT_FSIZE, 10 * 1024 * 1024), (resource.RLIMIT_CORE, 0)):
+    try:
+        resource.setrlimit(lim, (val, val))
+    except (ValueError, OSError):
+        pass
+path = sys.argv[3]
+del sys.argv[:3]
+runpy.run_path(path, run_name="__main__")
+"""
+
+
+def run_program(program: str, timeout: float = 5.0, memory_mb: int = 1024) -> dict:
+    """Run ``program`` in an isolated interpreter; ``{"passed", "status", "stderr"}``.
+
+    ``python -I`` (no user site, no PYTHON* variables, script dir not on sys.path), ``env={}``,
+    a fresh temporary cwd, its own session (so a timeout kills every process it started),
+    ``RLIMIT_AS``/``RLIMIT_CPU``/``RLIMIT_FSIZE``/``RLIMIT_CORE`` set in the child.
+    """
+    with tempfile.TemporaryDirectory(prefix="he_") as tmp:
+        src = Path(tmp) / "program.py"
+        src.write_text(program, encoding="utf-8")
+        boot = Path(tmp) / "_bootstrap.py"
+        boot.write_text(_BOOTSTRAP, encoding="utf-8")
+        cmd = [sys.executable, "-I", str(boot), str(int(memory_mb) * 1024 * 1024),
+               str(int(timeout) + 1), str(src)]
+        proc = subprocess.Popen(cmd, cwd=tmp, env={}, stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                start_new_session=True)
+        try:
+            _, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            try:
+                os.killpg(proc.pid, 9)
+            except (ProcessLookupError, PermissionError):
+                proc.kill()
+            proc.communicate()
+            return {"passed": False, "status": "timeout", "stderr": ""}
+        try:  # anything the program left running in its session
+            os.killpg(proc.pid, 9)
+        except (ProcessLookupError, PermissionError):
+            pass
+        tail = err.decode("utf-8", "replace")[-500:]
+        if proc.returncode == 0:
+            return {"passed": True, "status": "passed", "stderr": tail}
+        return {"passed": False, "status": f"failed (exit {proc.returncode})", "stderr": tail}
+
+
+# ============================================================================================
+# Scoring
+# ============================================================================================
+
+def score(benchmark: str, items: list[dict], predictions: dict[str, Any], options: dict | None = None
+          ) -> tuple[dict, list[dict]]:
+    o = _opts(options)
+    rows: list[dict] = []
+    if benchmark == "mmlu":
+        for it in items:
+            pred = prediction_text(predictions[it["id"]])
+            letter = mmlu_letter(pred)
+            rows.append({"id": it["id"], "parsed": letter, "answer": it["reference"]["answer"],
+                         "correct": letter == it["reference"]["answer"]})
+        acc = mean(float(r["correct"]) for r in rows)
+        return {"accuracy": None if acc is None else 100.0 * acc}, rows
+    if benchmark == "gsm8k":
+        for it in items:
+            pred = prediction_text(predictions[it["id"]])
+            num = last_number(pred)
+            rows.append({"id": it["id"], "parsed": num, "answer": it["reference"]["answer"],
+                         "correct": numbers_equal(num, it["reference"]["answer"])})
+        acc = mean(float(r["correct"]) for r in rows)
+        return {"accuracy": None if acc is None else 100.0 * acc}, rows
+    if benchmark == "humaneval":
+        if not o["execute"]:
+            rows = [{"id": it["id"], "passed": None, "status": "not executed"} for it in items]
+            return {"pass@1": None}, rows
+        programs = [build_program(it["reference"], prediction_text(predictions[it["id"]]),
+                                  o["extract_code"]) for it in items]
+        with ThreadPoolExecutor(max_workers=max(1, int(o["workers"]))) as pool:
+            results = list(pool.map(lambda p: run_program(p, float(o["timeout"]), int(o["memory_mb"])),
+                                    programs))
+        for it, res in zip(items, results):
+            rows.append({"id": it["id"], **res})
+        acc = mean(float(r["passed"]) for r in rows)
+        return {"pass@1": None if acc is None else 100.0 * acc}, rows
+    raise ValueError(f"unknown general benchmark {benchmark!r}")

@@ -1,0 +1,453 @@
+"""HotpotQA: loader, multi-step ReAct harness with an offline document store, and scorer.
+
+Set-up follows AgentTuning's held-out HotpotQA evaluation (../shared/paper/data_formats.md §6),
+adapted to the Agent-FLAN chat format:
+
+* **Documents (offline substitute for live Wikipedia).** Each item carries a document store built
+  from its own HotpotQA ``context`` (title → sentences; in the distractor setting the two gold
+  paragraphs plus eight distractors, i.e. the opening paragraphs of the Wikipedia articles).
+  ``Search`` only sees these ten pages; upstream searched all of (2023) Wikipedia, so absolute
+  rewards are not comparable with the paper.
+* **Prompt.** system = ``prompts.render_tool_system([Search(entity), Lookup(keyword)],
+  react=True)`` (ReAct instruction; the final answer is the ``FinalAnswer`` action), user = the
+  question. No few-shot exemplars (upstream used two, one of which leaks a medium question).
+* **Loop.** One ``generate`` call per step for all unfinished episodes. The assistant text is
+  cut before a model-written ``Observation:`` (option ``truncate_at_observation``), parsed for
+  ``Action: X`` + ``Action Input: {json}`` (also ``Search[x]`` / ``Finish[x]`` styles; action
+  names case-insensitive, ``Finish``/``FinalAnswer`` both finish), executed, and the observation
+  appended as a user turn ``Observation: ...``.
+  ``Search[x]``: exact, then case-insensitive (white-space-normalised) title match → the page's
+  paragraph; else ``Could not find [x]. Similar: [...]`` (up to ``similar_k`` titles of the store
+  sharing a word with x, best first). ``Lookup[k]``: the next sentence of the last found page that
+  contains k (case-insensitive) as ``(Result i/N) <sentence>``; ``No Results`` / ``No More
+  Results``; the upstream message when no page was found.
+* **Stop** at a finish action, after ``max_steps`` (default 4) steps (answer ""), or at an
+  unparsable action (answer ""; with ``stop_on_invalid: false`` an "Invalid Action" observation is
+  returned instead and the episode continues). The prompt-length stop of upstream (1,700 tokens) is
+  left to the generate function.
+* **Every** episode is kept in the output (upstream's ``log_agent`` reopened its log with mode
+  ``'w'`` per question, keeping one row per level; here rows are returned, never overwritten).
+
+Metric (AgentTuning): reward = token F1 of the normalised answer ×100 (yes/no/noanswer rule);
+``em`` also reported. ``reward``/``em`` are means over all questions; ``reward_<level>`` and
+``reward_level_mean`` (mean of the level means, AgentTuning's "average" when levels have equal
+size) are reported too.
+"""
+from __future__ import annotations
+
+import copy
+import glob
+import random
+import re
+from pathlib import Path
+from typing import Any, Callable
+
+from .. import prompts
+from ..io import DataError, iter_jsonl
+from .text import bow_cosine, f1_score, exact_match, first_json_object, mean, prediction_text, \
+    try_parse_jsonish
+
+REPO = "hotpotqa/hotpot_qa"
+GenerateFn = Callable[[list[list[dict]]], list[str]]
+
+SEARCH_TOOL = {
+    "name": "Search",
+    "description": "Search for an entity on Wikipedia. Returns the first paragraph of its page if "
+                   "it exists, otherwise some similar entities to search.",
+    "parameters": {"type": "object",
+                   "properties": {"entity": {"type": "string", "description": "the entity to search"}},
+                   "required": ["entity"]},
+}
+LOOKUP_TOOL = {
+    "name": "Lookup",
+    "description": "Return the next sentence containing the keyword in the page found by the last "
+                   "successful Search.",
+    "parameters": {"type": "object",
+                   "properties": {"keyword": {"type": "string", "description": "the keyword to look up"}},
+                   "required": ["keyword"]},
+}
+TOOLS = [SEARCH_TOOL, LOOKUP_TOOL]
+
+LOAD_DEFAULTS = {
+    "config": "distractor",
+    "split": "validation",
+    "files": None,          # explicit file list/globs relative to the repo dir (overrides config/split)
+    "levels": None,         # keep only these levels
+    "per_level": None,      # int: at most N questions per level (seeded)
+    "max_samples": None,    # at most N questions overall (seeded, after per_level)
+    "seed": 0,
+}
+RUN_DEFAULTS = {
+    "max_steps": 4,
+    "similar_k": 5,
+    "stop_on_invalid": True,
+    "truncate_at_observation": True,
+}
+
+NOT_FOUND_LOOKUP = ("The last page Searched was not found, so you cannot Lookup a keyword in it. "
+                    "Please try one of the similar pages given.")
+INVALID_ACTION = ("Invalid Action. Valid Actions are Lookup[<topic>] Search[<topic>] and "
+                  "Finish[<answer>].")
+
+
+def system_prompt() -> str:
+    return prompts.render_tool_system(TOOLS, react=True)
+
+
+# ============================================================================================
+# Loader
+# ============================================================================================
+
+def _plain(obj: Any) -> Any:
+    """numpy arrays / scalars (from parquet) -> plain Python lists / scalars."""
+    if hasattr(obj, "tolist") and not isinstance(obj, (str, bytes)):
+        return _plain(obj.tolist())
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    return obj
+
+
+def _files(base: Path, o: dict) -> list[Path]:
+    if o["files"]:
+        pats = [o["files"]] if isinstance(o["files"], str) else list(o["files"])
+    else:
+        jsonl = base / o["config"] / f"{o['split']}.jsonl"
+        if jsonl.exists():
+            return [jsonl]
+        pats = [f"{o['config']}/{o['split']}-*.parquet", f"{o['config']}/{o['split']}.parquet",
+                f"{o['config']}/{o['split']}/*.parquet"]
+    found: list[Path] = []
+    for pat in pats:
+        found += sorted(Path(p) for p in glob.glob(str(base / pat)))
+    if not found:
+        raise DataError(base / (pats[0] if pats else ""), "no HotpotQA file found "
+                        f"(looked for {o['config']}/{o['split']}.jsonl and parquet files {pats})")
+    return found
+
+
+def _rows(path: Path):
+    if path.suffix == ".parquet":
+        import pandas as pd
+        try:
+            df = pd.read_parquet(path)
+        except Exception as exc:  # noqa: BLE001
+            raise DataError(path, f"cannot read parquet file ({exc})") from None
+        for i, rec in enumerate(df.to_dict(orient="records")):
+            yield i + 1, _plain(rec)
+    else:
+        yield from iter_jsonl(path)
+
+
+def _docs(context: Any, path: Path, line: int, rid: str) -> dict[str, list[str]]:
+    if not isinstance(context, dict) or not isinstance(context.get("title"), list) \
+            or not isinstance(context.get("sentences"), list) \
+            or len(context["title"]) != len(context["sentences"]):
+        raise DataError(path, "context must be {title: [...], sentences: [[...], ...]} of equal length",
+                        line=line, record=rid)
+    docs: dict[str, list[str]] = {}
+    for title, sents in zip(context["title"], context["sentences"]):
+        if not isinstance(title, str) or not isinstance(sents, list) \
+                or not all(isinstance(s, str) for s in sents):
+            raise DataError(path, "context titles must be strings and sentences lists of strings",
+                            line=line, record=rid)
+        docs.setdefault(title, list(sents))
+    return docs
+
+
+def load_items(raw_dir: Path, options: dict | None = None) -> list[dict]:
+    o = dict(LOAD_DEFAULTS)
+    o.update(options or {})
+    base = Path(raw_dir) / REPO
+    items: list[dict] = []
+    seen: set[str] = set()
+    sys_prompt = system_prompt()
+    for path in _files(base, o):
+        for line, rec in _rows(path):
+            if not isinstance(rec, dict):
+                raise DataError(path, "record is not an object", line=line)
+            rid = rec.get("id")
+            if not isinstance(rid, str) or not rid:
+                raise DataError(path, "record has no string 'id'", line=line)
+            for key in ("question", "answer"):
+                if not isinstance(rec.get(key), str):
+                    raise DataError(path, f"record has no string {key!r}", line=line, record=rid)
+            if rid in seen:
+                raise DataError(path, "duplicate id", line=line, record=rid)
+            seen.add(rid)
+            level = str(rec.get("level") or "unknown")
+            qtype = str(rec.get("type") or "unknown")
+            items.append({
+                "id": f"hotpotqa/{rid}",
+                "benchmark": "hotpotqa",
+                "subset": level,
+                "messages": [{"role": "system", "content": sys_prompt},
+                             {"role": "user", "content": rec["question"]}],
+                "reference": {"answer": rec["answer"], "level": level, "type": qtype,
+                              "supporting_facts": rec.get("supporting_facts")},
+                "meta": {"level": level, "type": qtype,
+                         "docs": _docs(rec.get("context"), path, line, rid)},
+            })
+    if o["levels"]:
+        items = [it for it in items if it["subset"] in set(o["levels"])]
+    rng_seed = o["seed"]
+    if o["per_level"] is not None:
+        keep: set[int] = set()
+        by_level: dict[str, list[int]] = {}
+        for i, it in enumerate(items):
+            by_level.setdefault(it["subset"], []).append(i)
+        for level in sorted(by_level):
+            idx = by_level[level]
+            n = min(int(o["per_level"]), len(idx))
+            keep.update(random.Random(f"{rng_seed}/{level}").sample(idx, n))
+        items = [it for i, it in enumerate(items) if i in keep]
+    if o["max_samples"] is not None and o["max_samples"] < len(items):
+        chosen = sorted(random.Random(rng_seed).sample(range(len(items)), int(o["max_samples"])))
+        items = [items[i] for i in chosen]
+    return items
+
+
+# ============================================================================================
+# Environment
+# ============================================================================================
+
+def _norm_title(s: str) -> str:
+    return " ".join(s.strip().strip("'\"`").split())
+
+
+class DocEnv:
+    """Search/Lookup over one item's document store (title -> sentences)."""
+
+    def __init__(self, docs: dict[str, list[str]], similar_k: int = 5):
+        self.docs = docs
+        self.similar_k = similar_k
+        self.page: str | None = None
+        self.lookup_keyword: str | None = None
+        self.lookup_results: list[str] = []
+        self.lookup_index = 0
+
+    def paragraph(self, title: str) -> str:
+        return "".join(self.docs[title]).strip()
+
+    def search(self, query: str) -> str:
+        q = _norm_title(query)
+        hit = next((t for t in self.docs if _norm_title(t) == q), None)
+        if hit is None:
+            hit = next((t for t in self.docs if _norm_title(t).lower() == q.lower()), None)
+        self.lookup_keyword, self.lookup_results, self.lookup_index = None, [], 0
+        if hit is None:
+            self.page = None
+            scored = [(bow_cosine(q, t), i, t) for i, t in enumerate(self.docs)]
+            similar = [t for s, i, t in sorted(scored, key=lambda x: (-x[0], x[1])) if s > 0]
+            return f"Could not find [{q}]. Similar: {similar[:self.similar_k]}"
+        self.page = hit
+        return self.paragraph(hit)
+
+    def lookup(self, keyword: str) -> str:
+        if self.page is None:
+            return NOT_FOUND_LOOKUP
+        kw = keyword.strip().strip("'\"`")
+        if kw.lower() != (self.lookup_keyword or "").lower() or self.lookup_keyword is None:
+            self.lookup_keyword = kw
+            self.lookup_results = [s.strip() for s in self.docs[self.page] if kw.lower() in s.lower()]
+            self.lookup_index = 0
+        if not self.lookup_results:
+            return "No Results"
+        if self.lookup_index >= len(self.lookup_results):
+            return "No More Results"
+        out = f"(Result {self.lookup_index + 1}/{len(self.lookup_results)}) " \
+              f"{self.lookup_results[self.lookup_index]}"
+        self.lookup_index += 1
+        return out
+
+
+# ============================================================================================
+# Action parsing
+# ============================================================================================
+
+_OBS_CUT = re.compile(r"\n\s*Observation\s*\d*\s*:")
+_ACTION = re.compile(r"(?m)^[ \t]*Action(?:[ \t]*\d+)?[ \t]*:[ \t]*(?P<act>.*)$")
+_INPUT = re.compile(r"(?m)^[ \t]*Action[ \t]+Input(?:[ \t]*\d+)?[ \t]*:[ \t]*", re.I)
+_BRACKET = re.compile(r"^(?P<name>[A-Za-z_ ]+?)\s*\[(?P<arg>.*)\]\s*\.?$", re.S)
+_BRACKET_ANY = re.compile(r"\b(?P<name>Search|Lookup|Finish|FinalAnswer)\[(?P<arg>[^\]\n]*)\]", re.I)
+_NAMES = {"search": "Search", "lookup": "Lookup", "finish": "Finish", "finalanswer": "Finish",
+          "final answer": "Finish", "final_answer": "Finish"}
+_ARG_KEYS = {"Search": ("entity", "query", "search", "topic", "title"),
+             "Lookup": ("keyword", "query", "topic"),
+             "Finish": ("answer", "final_answer", "result")}
+
+
+def _arg_from_input(name: str, raw: str) -> str | None:
+    raw = raw.strip()
+    if not raw:
+        return None
+    obj = first_json_object(raw) if raw[:1] in "{[" else None
+    if obj is None:
+        obj = try_parse_jsonish(raw.split("\n")[0].strip())
+    if isinstance(obj, dict):
+        for k in _ARG_KEYS[name]:
+            if k in obj:
+                return "" if obj[k] is None else str(obj[k])
+        if len(obj) == 1:
+            v = next(iter(obj.values()))
+            return "" if v is None else str(v)
+        return None
+    if isinstance(obj, (str, int, float)) and not isinstance(obj, bool):
+        return str(obj)
+    return raw.split("\n")[0].strip().strip("'\"`")
+
+
+def parse_action(text: str) -> tuple[str, str | None] | None:
+    """``(action, argument)`` with action in Search/Lookup/Finish, ``("?" + name, arg)`` for an
+    unknown action name, or None when no action can be found."""
+    m = _ACTION.search(text)
+    if m:
+        act = m.group("act").strip().strip("`*").strip()
+        b = _BRACKET.match(act)
+        if b:
+            name, arg = b.group("name").strip(), b.group("arg")
+        else:
+            name, arg = act.rstrip(".").strip(), None
+        canon = _NAMES.get(name.lower())
+        if canon is None:
+            return ("?" + name, arg)
+        if arg is None:
+            after = text[m.end():]
+            im = _INPUT.search(after)
+            if im:
+                arg = _arg_from_input(canon, after[im.end():])
+        if arg is None and canon != "Finish":
+            return None
+        return (canon, arg or "")
+    b = _BRACKET_ANY.search(text)
+    if b:
+        return (_NAMES[b.group("name").lower()], b.group("arg"))
+    return None
+
+
+# ============================================================================================
+# Episodes
+# ============================================================================================
+
+class _Episode:
+    def __init__(self, item: dict, o: dict):
+        self.item = item
+        self.o = o
+        self.messages = copy.deepcopy(item["messages"])
+        docs = item.get("meta", {}).get("docs")
+        if not isinstance(docs, dict):
+            raise ValueError(f"HotpotQA item {item.get('id')!r} has no meta.docs document store")
+        self.env = DocEnv(docs, o["similar_k"])
+        self.trajectory: list[dict] = []
+        self.answer = ""
+        self.done = False
+        self.stop_reason: str | None = None
+
+    def advance(self, reply: str) -> None:
+        step = len(self.trajectory) + 1
+        text = reply if isinstance(reply, str) else ""
+        if self.o["truncate_at_observation"]:
+            m = _OBS_CUT.search(text)
+            if m:
+                text = text[:m.start()]
+        text = text.rstrip()
+        entry: dict[str, Any] = {"step": step, "assistant": text, "action": None, "argument": None,
+                                 "observation": None}
+        self.trajectory.append(entry)
+        self.messages.append({"role": "assistant", "content": text})
+        parsed = parse_action(text)
+        if parsed is None or (parsed[0].startswith("?") and self.o["stop_on_invalid"]):
+            if parsed is not None:
+                entry["action"], entry["argument"] = parsed
+            self._stop("invalid_action")
+            return
+        name, arg = parsed
+        entry["action"], entry["argument"] = name, arg
+        if name == "Finish":
+            self.answer = arg or ""
+            self.done, self.stop_reason = True, "finish"
+            return
+        if name == "Search":
+            obs = self.env.search(arg or "")
+        elif name == "Lookup":
+            obs = self.env.lookup(arg or "")
+        else:
+            obs = INVALID_ACTION
+        entry["observation"] = obs
+        self.messages.append({"role": "user", "content": f"{prompts.OBSERVATION} {obs}"})
+
+    def _stop(self, reason: str) -> None:
+        self.answer = ""
+        self.done, self.stop_reason = True, reason
+
+    def row(self) -> dict:
+        return {"id": self.item["id"], "prediction": self.answer, "trajectory": self.trajectory,
+                "stop_reason": self.stop_reason}
+
+
+def run_episodes(items: list[dict], generate: GenerateFn, options: dict | None = None) -> list[dict]:
+    """Run every item as a ReAct episode; returns ``{"id", "prediction", "trajectory",
+    "stop_reason"}`` per item, in item order. ``generate`` is called once per step with the
+    message lists of all unfinished episodes."""
+    o = dict(RUN_DEFAULTS)
+    o.update(options or {})
+    if int(o["max_steps"]) < 1:
+        raise ValueError("max_steps must be >= 1")
+    episodes = [_Episode(it, o) for it in items]
+    for _ in range(int(o["max_steps"])):
+        active = [e for e in episodes if not e.done]
+        if not active:
+            break
+        replies = generate([copy.deepcopy(e.messages) for e in active])
+        if len(replies) != len(active):
+            raise ValueError(f"generate returned {len(replies)} replies for {len(active)} prompts")
+        for e, r in zip(active, replies):
+            e.advance(r)
+    for e in episodes:
+        if not e.done:
+            e._stop("max_steps")
+    return [e.row() for e in episodes]
+
+
+# ============================================================================================
+# Scoring
+# ============================================================================================
+
+def score(items: list[dict], predictions: dict[str, Any], options: dict | None = None
+          ) -> tuple[dict, list[dict]]:
+    rows = []
+    by_level: dict[str, list[tuple[float, float]]] = {}
+    stops: dict[str, int] = {}
+    for item in items:
+        row_in = predictions[item["id"]]
+        pred = prediction_text(row_in)
+        gold = item["reference"]["answer"]
+        level = item["reference"].get("level") or item.get("subset") or "unknown"
+        f1, em = f1_score(pred, gold), exact_match(pred, gold)
+        by_level.setdefault(level, []).append((f1, em))
+        row = {"id": item["id"], "level": level, "prediction": pred, "answer": gold,
+               "reward": 100.0 * f1, "em": 100.0 * em}
+        if isinstance(row_in, dict) and row_in.get("stop_reason"):
+            row["stop_reason"] = row_in["stop_reason"]
+            stops[row_in["stop_reason"]] = stops.get(row_in["stop_reason"], 0) + 1
+        rows.append(row)
+    all_pairs = [p for v in by_level.values() for p in v]
+    metrics: dict[str, float | None] = {
+        "reward": 100.0 * mean(f for f, _ in all_pairs) if all_pairs else None,
+        "em": 100.0 * mean(e for _, e in all_pairs) if all_pairs else None,
+    }
+    level_means_f, level_means_e = [], []
+    for level in sorted(by_level):
+        f = mean(x for x, _ in by_level[level])
+        e = mean(y for _, y in by_level[level])
+        metrics[f"reward_{level}"] = 100.0 * f
+        metrics[f"em_{level}"] = 100.0 * e
+        level_means_f.append(f)
+        level_means_e.append(e)
+    if level_means_f:
+        metrics["reward_level_mean"] = 100.0 * mean(level_means_f)
+        metrics["em_level_mean"] = 100.0 * mean(level_means_e)
+    if stops and len(rows):
+        metrics["finish_rate"] = 100.0 * stops.get("finish", 0) / len(rows)
+    return metrics, rows

@@ -1,0 +1,354 @@
+"""Paper Figures 1-8 rebuilt from the result summaries (PNG, deterministic bytes).
+
+Determinism: the Agg backend, a fixed figure size and dpi, fixed rc parameters, no error bars
+(seaborn's bootstrap is random), and ``metadata={"Software": None}`` so the PNG carries neither a
+version string nor a timestamp. Same summaries -> same bytes.
+"""
+from __future__ import annotations
+
+import io as _io
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+from ..io import DataError, atomic_open  # noqa: E402
+from . import reported as rep  # noqa: E402
+from .tables import METRICS, NOT_RUN_COLUMN, Summary, fmt_num  # noqa: E402
+
+FIGURE_IDS = tuple(f"fig{i}" for i in range(1, 9))
+DPI = 100
+RC = {
+    "font.family": "DejaVu Sans",
+    "font.size": 9,
+    "svg.hashsalt": "agentflan",
+    "figure.dpi": DPI,
+    "savefig.dpi": DPI,
+    "path.simplify": True,
+}
+# Agent metrics plotted in the scaling figures: (label, column key in tables.METRICS).
+AGENT_METRICS = (("T-Eval", "T-Eval"), ("HotpotQA", "HotpotQA"), ("Agent-H (H_Score)", "Agent-H"))
+LOSS_FORMAT = ("format", "content")
+LOSS_CAPS = ("reasoning", "retrieval", "understanding", "instruction")
+FIG5_MAX_CHARS = 180
+FIG5_MAX_TURNS = 9
+FIG5_WRAP = 62
+
+
+def _save(fig: Any, out_png: Path) -> None:
+    buf = _io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI, metadata={"Software": None})
+    plt.close(fig)
+    with atomic_open(out_png, "wb", encoding=None) as fh:
+        fh.write(buf.getvalue())
+
+
+def _caption(s: Summary, text: str) -> str:
+    return f"{text}\n(run {s.run}, preset {s.preset})"
+
+
+def _score(s: Summary, model_id: str, column: str, what: str) -> float | None:
+    s.require_model(model_id, what)
+    return s.score(model_id, column)
+
+
+# ---------------------------------------------------------------------------------------------
+# Figure 1: grouped bars normalised to a reference, Agent-FLAN-minus-best-other labels
+# ---------------------------------------------------------------------------------------------
+
+def figure1_data(s: Summary, entries: list[rep.Entry], reference: str | None = None) -> dict:
+    """Normalised bars and labels: ``{"reference", "columns", "not_run", "bars": {(series, col):
+    value}, "labels": {col: value}, "highlight": series, "series": [labels]}``.
+
+    ``reference`` overrides the configured one (the diff always compares against GPT-4)."""
+    cfg = s.config("figures", "fig1")
+    series = cfg.get("series") if isinstance(cfg, dict) else None
+    if not series:
+        raise DataError(s.path("experiments.json"), "figures.fig1.series is empty or missing")
+    reference = str(reference or cfg.get("reference", "best"))
+    labels_ = [e["label"] for e in series]
+    highlight = next((lab for lab in labels_ if lab.startswith(rep.FIG1_HIGHLIGHT)), labels_[-1])
+    columns = [c for c in rep.FIG1_COLUMNS if s.has_column(c)]
+    not_run = [c for c in rep.FIG1_COLUMNS if c not in columns]
+    raw: dict[tuple[str, str], float] = {}
+    for e in series:
+        for c in columns:
+            v = _score(s, e["model_id"], c, f"Figure 1 series {e['label']!r}")
+            if v is not None:
+                raw[(e["label"], c)] = v
+    refs: dict[str, float] = {}
+    if reference == "best":
+        for c in columns:
+            vals = [raw[(lab, c)] for lab in labels_ if (lab, c) in raw]
+            if vals and max(vals) > 0:
+                refs[c] = max(vals)
+    elif reference.startswith("paper:"):
+        row = reference.split(":", 1)[1]
+        idx = rep.index(entries)
+        for c in columns:
+            v = rep.paper_number(idx, "table1", row, c)
+            if v:
+                refs[c] = v
+    else:
+        raise DataError(s.path("experiments.json"),
+                        f"figures.fig1.reference {reference!r}: expected 'best' or 'paper:<Table 1 row>'")
+    columns = [c for c in columns if c in refs]
+    bars = {(lab, c): raw[(lab, c)] / refs[c] * 100.0 for lab in labels_ for c in columns
+            if (lab, c) in raw}
+    labels = {}
+    for c in columns:
+        others = [bars[(lab, c)] for lab in labels_ if lab != highlight and (lab, c) in bars]
+        if (highlight, c) in bars and others:
+            labels[c] = bars[(highlight, c)] - max(others)
+    return {"reference": reference, "columns": columns, "not_run": not_run, "bars": bars,
+            "labels": labels, "highlight": highlight, "series": labels_}
+
+
+def _fig1(s: Summary, entries: list[rep.Entry]) -> Any:
+    d = figure1_data(s, entries)
+    if not d["columns"]:
+        raise DataError(s.path("scores.csv"), "Figure 1: no column has scores for every reference")
+    df = pd.DataFrame([{"column": c, "series": lab, "value": d["bars"][(lab, c)]}
+                       for c in d["columns"] for lab in d["series"] if (lab, c) in d["bars"]])
+    fig, ax = plt.subplots(figsize=(7.0, 3.8))
+    sns.barplot(data=df, x="column", y="value", hue="series", order=d["columns"],
+                hue_order=d["series"], errorbar=None, ax=ax, palette="Blues")
+    ymax = max(df["value"].max(), 1.0)
+    hi = d["series"].index(d["highlight"])
+    width = 0.8 / len(d["series"])
+    for i, c in enumerate(d["columns"]):
+        if c in d["labels"] and (d["highlight"], c) in d["bars"]:
+            x = i - 0.4 + width * (hi + 0.5)
+            ax.text(x, d["bars"][(d["highlight"], c)] + ymax * 0.02,
+                    fmt_num(d["labels"][c], 1, sign=True), ha="center", va="bottom",
+                    color="green", fontweight="bold")
+    ref = "the best series per column" if d["reference"] == "best" \
+        else f"the paper's {d['reference'].split(':', 1)[1]} (Table 1)"
+    ax.set_ylim(0, ymax * 1.15)
+    ax.set_ylabel("Rel. score (%)")
+    ax.set_xlabel("")
+    title = f"Scores normalised to {ref} = 100%; label: {d['highlight']} minus best other"
+    if d["not_run"]:
+        title += "\nnot run: " + ", ".join(d["not_run"])
+    ax.set_title(_caption(s, title), fontsize=8)
+    ax.legend(fontsize=7, loc="upper left", ncol=len(d["series"]))
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# Figures 2-3: loss curves
+# ---------------------------------------------------------------------------------------------
+
+def _loss_fig(s: Summary, fig_id: str, categories: tuple[str, ...], title: str,
+              reference: dict[str, float] | None = None) -> Any:
+    cfg = s.config("figures", fig_id)
+    mid = cfg.get("model_id") if isinstance(cfg, dict) else None
+    if not mid:
+        raise DataError(s.path("experiments.json"), f"figures.{fig_id}.model_id is missing")
+    df = pd.DataFrame(s.curves(mid, categories, f"Figure {fig_id[3:]}"))
+    fig, ax = plt.subplots(figsize=(6.0, 3.6))
+    sns.lineplot(data=df, x="step", y="loss", hue="category", hue_order=list(categories),
+                 errorbar=None, ax=ax, estimator=None, sort=True)
+    for cat, val in (reference or {}).items():
+        ax.axhline(val, ls=":", lw=0.8, color="grey")
+        ax.text(df["step"].max(), val, f" paper ({cat}, inferred): {val:g}", fontsize=6,
+                color="grey", va="bottom", ha="right")
+    ax.set_xlabel("training step")
+    ax.set_ylabel("loss (trained tokens)")
+    ax.set_title(_caption(s, f"{title} - model {mid}"), fontsize=8)
+    return fig
+
+
+def _fig2(s: Summary, entries: list[rep.Entry]) -> Any:
+    idx = rep.index(entries)
+    ref = {}
+    for cat, row in (("content", "loss (content/reasoning, inferred)"),
+                     ("format", "loss (format, inferred)")):
+        v = rep.paper_number(idx, "figure2", row, "value")
+        if v is not None:
+            ref[cat] = v
+    return _loss_fig(s, "fig2", LOSS_FORMAT, "Format vs content loss on ReAct-format data", ref)
+
+
+def _fig3(s: Summary, entries: list[rep.Entry]) -> Any:
+    return _loss_fig(s, "fig3", LOSS_CAPS, "Loss per capability")
+
+
+# ---------------------------------------------------------------------------------------------
+# Figure 4: Agent-H hallucination rates
+# ---------------------------------------------------------------------------------------------
+
+def _fig4(s: Summary, entries: list[rep.Entry]) -> Any:
+    cfg = s.config("figures", "fig4")
+    models = cfg.get("models") if isinstance(cfg, dict) else None
+    if not models:
+        raise DataError(s.path("experiments.json"), "figures.fig4.models is empty or missing")
+    rows = []
+    for m in models:
+        for col in ("H_ReAct", "H_General"):
+            v = _score(s, m["model_id"], col, f"Figure 4 model {m['label']!r}")
+            if v is None:
+                bench, metric = METRICS[col]
+                raise DataError(s.path("scores.csv"),
+                                f"model_id {m['model_id']!r} has no {bench}/{metric} (Figure 4)")
+            rows.append({"model": m["label"], "metric": col, "rate": v})
+    df = pd.DataFrame(rows)
+    fig, ax = plt.subplots(figsize=(6.0, 3.6))
+    sns.barplot(data=df, x="model", y="rate", hue="metric", hue_order=["H_ReAct", "H_General"],
+                order=[m["label"] for m in models], errorbar=None, ax=ax)
+    for cont in ax.containers:
+        ax.bar_label(cont, fmt="%.1f", fontsize=7)
+    ax.set_ylabel("hallucination rate (%), lower is better")
+    ax.set_xlabel("")
+    ax.set_title(_caption(s, "Agent-H hallucination rates"), fontsize=8)
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# Figure 5: ReAct vs chat-aligned example as text panels
+# ---------------------------------------------------------------------------------------------
+
+def _turn_text(turn: dict) -> str:
+    content = " ".join(str(turn.get("content", "")).split())
+    if len(content) > FIG5_MAX_CHARS:
+        content = content[:FIG5_MAX_CHARS - 1] + "…"
+    tag = f" [{turn['capability']}]" if turn.get("capability") else ""
+    return textwrap.fill(f"{turn.get('role', '?')}{tag}: {content}", FIG5_WRAP,
+                         subsequent_indent="    ")
+
+
+def _panel_text(turns: list) -> str:
+    shown = [_turn_text(t if isinstance(t, dict) else {"content": t}) for t in turns[:FIG5_MAX_TURNS]]
+    if len(turns) > FIG5_MAX_TURNS:
+        shown.append(f"… ({len(turns) - FIG5_MAX_TURNS} more turns)")
+    return "\n\n".join(shown)
+
+
+def _fig5(s: Summary, entries: list[rep.Entry]) -> Any:
+    ex = s.examples
+    fig, axes = plt.subplots(1, 2, figsize=(11.0, 7.0))
+    for ax, key, title in ((axes[0], "react", "ReAct format (original)"),
+                           (axes[1], "chat", "Aligned to chat (Agent-FLAN)")):
+        ax.axis("off")
+        rid = ex[key].get("id")
+        ax.set_title(title + (f"\n{rid}" if rid else ""), fontsize=9)
+        ax.text(0.0, 1.0, _panel_text(ex[key]["turns"]), va="top", ha="left", family="DejaVu Sans Mono",
+                fontsize=6.5, transform=ax.transAxes)
+    fig.suptitle(_caption(s, "Figure 5: a ReAct record and its chat-aligned rewrite"), fontsize=9)
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# Figure 6: negative-sample cases a-d
+# ---------------------------------------------------------------------------------------------
+
+def _fig6(s: Summary, entries: list[rep.Entry]) -> Any:
+    cfg = s.config("figures", "fig6")
+    ds = cfg.get("dataset_id") if isinstance(cfg, dict) else None
+    if not ds:
+        raise DataError(s.path("experiments.json"), "figures.fig6.dataset_id is missing")
+    st = s.ablation(ds, "Figure 6")
+    grid = [["a", "b"], ["c", "d"]]
+    for row in grid:
+        for k in row:
+            if f"case_{k}" not in st:
+                raise DataError(s.path("ablation_stats.csv"), f"dataset_id {ds!r} has no case_{k}")
+    values = [[st[f"case_{k}"] for k in row] for row in grid]
+    annot = [[f"({k})\n{int(st[f'case_{k}'])}" for k in row] for row in grid]
+    df = pd.DataFrame(values, index=["general query", "tool-needing query"],
+                      columns=["no tools given", "tools given"])
+    fig, ax = plt.subplots(figsize=(4.8, 3.8))
+    sns.heatmap(df, annot=annot, fmt="", cmap="Blues", cbar=True, ax=ax, linewidths=0.5)
+    ax.set_title(_caption(s, f"Negative-sample cases, dataset {ds}"), fontsize=8)
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# Figures 7-8: scaling
+# ---------------------------------------------------------------------------------------------
+
+def _metric_rows(s: Summary, model_id: str, what: str, extra: dict) -> list[dict]:
+    rows = []
+    s.require_model(model_id, what)
+    for label, col in AGENT_METRICS:
+        v = s.score(model_id, col)
+        if v is not None:
+            rows.append({**extra, "metric": label, "score": v})
+    return rows
+
+
+def _fig7(s: Summary, entries: list[rep.Entry]) -> Any:
+    cfg = s.config("figures", "fig7")
+    points = cfg.get("points") if isinstance(cfg, dict) else None
+    if not points:
+        raise DataError(s.path("experiments.json"), "figures.fig7.points is empty or missing")
+    rows = []
+    for p in points:
+        rows += _metric_rows(s, p["model_id"], f"Figure 7 fraction {p['fraction']}",
+                             {"fraction": float(p["fraction"]) * 100.0})
+    df = pd.DataFrame(rows)
+    fig, ax = plt.subplots(figsize=(6.0, 3.6))
+    sns.lineplot(data=df, x="fraction", y="score", hue="metric", marker="o", errorbar=None,
+                 estimator=None, sort=True, ax=ax,
+                 hue_order=[m for m, _ in AGENT_METRICS if m in set(df["metric"])])
+    ax.axvline(25, ls=":", lw=0.8, color="grey")
+    ax.text(25, ax.get_ylim()[1], " paper: 25% gives most of the gain", fontsize=6, color="grey",
+            va="top")
+    ax.set_xlabel("fraction of Agent-FLAN training data (%)")
+    ax.set_ylabel("score (%)")
+    ax.set_title(_caption(s, "Data scaling"), fontsize=8)
+    return fig
+
+
+def _fig8(s: Summary, entries: list[rep.Entry]) -> Any:
+    cfg = s.config("figures", "fig8")
+    series = cfg.get("series") if isinstance(cfg, dict) else None
+    if not series:
+        raise DataError(s.path("experiments.json"), "figures.fig8.series is empty or missing")
+    rows = []
+    for ser in series:
+        for p in ser["points"]:
+            rows += _metric_rows(s, p["model_id"], f"Figure 8 series {ser['label']!r} size {p['size']}",
+                                 {"series": ser["label"], "params": float(p["params"]),
+                                  "size": str(p["size"])})
+    df = pd.DataFrame(rows)
+    metrics = [m for m, _ in AGENT_METRICS if m in set(df["metric"])]
+    fig, axes = plt.subplots(1, len(metrics), figsize=(3.4 * len(metrics), 3.4), squeeze=False)
+    ticks = df.drop_duplicates("params").sort_values("params")
+    for ax, m in zip(axes[0], metrics):
+        sub = df[df["metric"] == m]
+        sns.lineplot(data=sub, x="params", y="score", hue="series", marker="o", errorbar=None,
+                     estimator=None, sort=True, ax=ax, hue_order=[x["label"] for x in series])
+        ax.set_xscale("log")
+        ax.set_xticks(list(ticks["params"]), list(ticks["size"]))
+        ax.minorticks_off()
+        ax.set_title(m, fontsize=8)
+        ax.set_xlabel("model size")
+        ax.set_ylabel("score (%)")
+    fig.suptitle(_caption(s, "Model scaling"), fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+BUILDERS = {"fig1": _fig1, "fig2": _fig2, "fig3": _fig3, "fig4": _fig4,
+            "fig5": _fig5, "fig6": _fig6, "fig7": _fig7, "fig8": _fig8}
+
+
+def build_figure(fig_id: str, summary_dir: Path, reported_path: Path, out_png: Path) -> None:
+    """Render one paper figure from the summaries into ``out_png``."""
+    if fig_id not in BUILDERS:
+        raise ValueError(f"unknown figure id {fig_id!r}; expected one of {FIGURE_IDS}")
+    s = Summary(summary_dir)
+    entries = rep.load_reported(reported_path)
+    with matplotlib.rc_context(RC), sns.axes_style("whitegrid"):
+        fig = BUILDERS[fig_id](s, entries)
+        _save(fig, Path(out_png))
+
+
+__all__ = ["build_figure", "figure1_data", "FIGURE_IDS", "NOT_RUN_COLUMN"]

@@ -1,0 +1,276 @@
+"""One function per Snakemake job. Each takes plain paths and options (the rule's ``params``) and
+calls into the stage modules; the rules in workflow/rules/*.smk do nothing else.
+
+Run one by hand with ``python -m agentflan.cli <stage> --params '<json>'``.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+
+from .io import DataError, read_json, read_jsonl, write_json, write_jsonl, write_text
+
+log = logging.getLogger("agentflan")
+
+AGENTFLAN_STEMS = ("agent_instruct_react", "agent_instruct_tflan", "toolbench_instruct_j1s1_3k",
+                   "toolbench_negative", "toolbench_react_10p", "toolbench_tflan_60p_r10r5u7",
+                   "toolbench_tflan_cot_30p")
+SOURCE_REPOS = {
+    "agentflan": "internlm/Agent-FLAN",
+    "sharegpt": "anon8231489123/ShareGPT_Vicuna_unfiltered",
+    "teval": "lovesnowbest/T-Eval",
+    "glaive": "glaiveai/glaive-function-calling-v2",
+    "hotpotqa": "hotpotqa/hotpot_qa",
+    "mmlu": "cais/mmlu",
+    "gsm8k": "openai/gsm8k",
+    "humaneval": "openai/openai_humaneval",
+    "pretrain": "miniworld/pretrain",
+}
+
+
+# ----------------------------------------------------------------------------- data
+def miniworld(raw_dir: str, seed: int, scale: dict, manifests: dict) -> None:
+    """Generate every raw source of the miniature, then one manifest per source."""
+    from . import miniworld as mw
+    manifest = mw.generate(Path(raw_dir), seed=seed, scale=scale or None)
+    for source, out in manifests.items():
+        repo = SOURCE_REPOS[source]
+        files = {k: v for k, v in manifest.items() if k.startswith(repo + "/")}
+        if not files:
+            raise DataError(raw_dir, f"miniworld wrote no file for source {source!r} ({repo})")
+        write_json(out, {"source": source, "repo_id": repo, "origin": "miniworld", "seed": seed, "files": files})
+
+
+def fetch(source: str, spec: dict, raw_dir: str, lock: str, mirror: str | None, update_lock: bool,
+          manifest: str) -> None:
+    """Download (or copy from the mirror) one source at its pinned revision, verified by sha256."""
+    from .download import SourceSpec, fetch_source
+    s = SourceSpec(name=source, repo_id=spec["repo_id"], repo_type=spec.get("repo_type", "dataset"),
+                   revision=spec.get("revision", "main"), files=list(spec["files"]),
+                   required=list(spec["files"]))
+    info = fetch_source(s, Path(raw_dir), Path(lock), mirror=Path(mirror) if mirror else None,
+                        update_lock=update_lock)
+    write_json(manifest, {"source": source, "repo_id": spec["repo_id"], "origin": "mirror" if mirror else "hub",
+                          "lock": info})
+
+
+def convert(raw_dir: str, out_dir: str) -> None:
+    from .convert import convert_file
+    from .download import agentflan_files
+    files = agentflan_files(Path(raw_dir) / SOURCE_REPOS["agentflan"])
+    for stem in AGENTFLAN_STEMS:
+        convert_file(files[stem], Path(out_dir) / f"{stem}.jsonl", stem)
+
+
+def sharegpt(raw_dir: str, out: str, stats: str, english_only: bool, max_conversations: int | None,
+             seed: int) -> None:
+    from .sharegpt import load_sharegpt_with_stats
+    path = Path(raw_dir) / SOURCE_REPOS["sharegpt"] / "ShareGPT_V3_unfiltered_cleaned_split.json"
+    records, st = load_sharegpt_with_stats(path, english_only=english_only,
+                                           max_conversations=max_conversations, seed=seed)
+    for r in records:
+        r["task"] = "general"
+    write_jsonl(out, records)
+    write_json(stats, st)
+
+
+def eval_items(benchmark: str, raw_dir: str, options: dict, out: str) -> None:
+    from .evaluation.registry import load_items
+    items = load_items(benchmark, Path(raw_dir), options)
+    if not items:
+        raise DataError(raw_dir, f"benchmark {benchmark!r} produced no evaluation item")
+    write_jsonl(out, items)
+
+
+def _corpus_texts(converted_dir: str, sharegpt_path: str, pretrain_path: str | None):
+    from .template import render
+    for path in sorted(Path(converted_dir).glob("*.jsonl")):
+        for rec in read_jsonl(path):
+            yield render(rec["turns"])
+    for rec in read_jsonl(sharegpt_path):
+        yield render(rec["turns"])
+    if pretrain_path:
+        for rec in read_jsonl(pretrain_path):
+            yield rec["text"]
+
+
+def tokenizer(kind: str, out_dir: str, converted_dir: str, sharegpt_path: str, pretrain_path: str | None,
+              vocab_size: int, name_or_path: str | None, revision: str | None) -> None:
+    from .modeling import load_tokenizer, train_bpe_tokenizer
+    if kind == "bpe":
+        train_bpe_tokenizer(_corpus_texts(converted_dir, sharegpt_path, pretrain_path), Path(out_dir), vocab_size)
+    else:
+        tok = load_tokenizer(name_or_path, revision=revision)
+        tmp = Path(out_dir + ".tmp")
+        tok.save_pretrained(tmp)
+        shutil.rmtree(out_dir, ignore_errors=True)
+        tmp.rename(out_dir)
+
+
+def _load_converted(converted_dir: str) -> dict[str, list[dict]]:
+    return {p.stem: read_jsonl(p) for p in sorted(Path(converted_dir).glob("*.jsonl"))}
+
+
+def card(converted_dir: str, sharegpt_path: str, tokenizer_dir: str, max_length: int, out_json: str,
+         out_md: str, provenance: dict) -> None:
+    from .convert import build_card
+    from .modeling import load_tokenizer
+    from .template import SegmentTokenizer
+    converted = _load_converted(converted_dir)
+    converted["sharegpt"] = read_jsonl(sharegpt_path)
+    build_card(converted, SegmentTokenizer(load_tokenizer(tokenizer_dir)), max_length, Path(out_json),
+               Path(out_md), provenance)
+
+
+def ablation(dataset_id: str, spec: dict, converted_dir: str, sharegpt_path: str, tokenizer_dir: str,
+             max_length: int, seed: int, capability_mode: str, sharegpt_mode: str, sharegpt_ratio: float,
+             audit_samples: int, out_data: str, out_stats: str, out_audit: str) -> None:
+    from .ablations import audit_dump, build_dataset, dataset_stats
+    from .modeling import load_tokenizer
+    from .template import SegmentTokenizer
+    records = build_dataset(spec, _load_converted(converted_dir), read_jsonl(sharegpt_path), seed=seed,
+                            capability_mode=capability_mode, sharegpt_mode=sharegpt_mode,
+                            sharegpt_ratio=sharegpt_ratio)
+    stats = dataset_stats(records, SegmentTokenizer(load_tokenizer(tokenizer_dir)), max_length)
+    stats.update({"dataset_id": dataset_id, "spec": spec, "capability_mode": capability_mode,
+                  "sharegpt_mode": sharegpt_mode, "seed": seed})
+    write_jsonl(out_data, records)
+    write_json(out_stats, stats)
+    write_text(out_audit, audit_dump(records, audit_samples, dataset_id))
+
+
+# ----------------------------------------------------------------------------- models
+def init_model(arch: dict, tokenizer_dir: str, seed: int, out_dir: str) -> None:
+    from .modeling import init_tiny_llama, load_tokenizer
+    n = init_tiny_llama(arch, load_tokenizer(tokenizer_dir), seed, Path(out_dir))
+    print(f"[init] {out_dir}: {n} parameters")
+
+
+def train(base_model: str, data: str, out_dir: str, metrics: str, config_out: str, recipe: dict,
+          model_id: str, checkpoint_dir: str, threads: int) -> None:
+    from .train import train as run_train
+    run_train(base_model=base_model, data_path=Path(data), out_dir=Path(out_dir), metrics_path=Path(metrics),
+              config_path=Path(config_out), recipe=recipe, model_id=model_id,
+              checkpoint_dir=Path(checkpoint_dir), threads=threads)
+
+
+# ----------------------------------------------------------------------------- evaluation
+def generate(model: str, benchmark: str, items: str, out: str, generation: dict, options: dict,
+             threads: int) -> None:
+    from .evaluation.registry import run_episodes
+    from .generate import Generator
+    gen = Generator(model, threads=threads, **generation)
+    rows = read_jsonl(items)
+    if benchmark == "hotpotqa":
+        preds = run_episodes(rows, gen.as_fn(), options)
+    else:
+        texts = gen([r["messages"] for r in rows], progress=True)
+        preds = [{"id": r["id"], "prediction": t} for r, t in zip(rows, texts)]
+    if gen.truncated_prompts:
+        print(f"[generate] {gen.truncated_prompts} prompts were cut to max_prompt_length")
+    write_jsonl(out, preds)
+
+
+def score(benchmark: str, model_id: str, items: str, predictions: str, options: dict, out: str,
+          per_sample: str) -> None:
+    from .evaluation.registry import score as run_score
+    metrics, rows = run_score(benchmark, read_jsonl(items), read_jsonl(predictions), options)
+    write_json(out, {"benchmark": benchmark, "model_id": model_id, "n": len(rows), "metrics": metrics})
+    write_jsonl(per_sample, rows)
+
+
+# ----------------------------------------------------------------------------- summaries
+def summarize(scores: list[str], models: dict, ablation_stats: list[str], metrics: list[str],
+              train_configs: list[str], card_json: str, experiments: dict, example_source: dict,
+              out_dir: str) -> None:
+    """Collect every computed result into the summary files the tables and figures read."""
+    import pandas as pd
+
+    from .train import load_metrics
+    out = Path(out_dir)
+    rows = []
+    for path in sorted(scores):
+        s = read_json(path)
+        for metric, value in sorted(s["metrics"].items()):
+            if value is None or isinstance(value, (int, float)):
+                rows.append({"model_id": s["model_id"], "benchmark": s["benchmark"], "metric": metric,
+                             "value": value})
+    _write_csv(pd.DataFrame(rows, columns=["model_id", "benchmark", "metric", "value"]), out / "scores.csv")
+    _write_csv(pd.DataFrame([{"model_id": k, **v} for k, v in sorted(models.items())]), out / "models.csv")
+    st_rows = []
+    for path in sorted(ablation_stats):
+        st = read_json(path)
+        caps = st["tokens_trained_by_capability"]
+        st_rows.append({"dataset_id": st["dataset_id"], "n_samples": st["n_samples"],
+                        "tokens_total": st["tokens_total"], "tokens_trained": st["tokens_trained"],
+                        **{f"tokens_trained_{c}": caps[c] for c in caps},
+                        **{f"case_{c}": st["cases"][c] for c in "abcd"}})
+    _write_csv(pd.DataFrame(st_rows), out / "ablation_stats.csv")
+    curves = []
+    for path in sorted(metrics):
+        model_id = Path(path).parent.name
+        for row in load_metrics(Path(path)):
+            curves.append({"model_id": model_id, "step": row["step"], "category": "all", "loss": row["loss"]})
+            for key, value in sorted(row.items()):
+                if key.startswith("loss_"):
+                    curves.append({"model_id": model_id, "step": row["step"], "category": key[5:], "loss": value})
+    _write_csv(pd.DataFrame(curves, columns=["model_id", "step", "category", "loss"]), out / "train_curves.csv")
+    cfg_rows = []
+    for path in sorted(train_configs):
+        c = read_json(path)
+        cfg_rows.append({"model_id": c["model_id"], "size": models.get(c["model_id"], {}).get("size"),
+                         "learning_rate": c["learning_rate"], "warmup_start_lr": c["warmup_start_lr"],
+                         "warmup_ratio": c["warmup_ratio"], "lr_scheduler": c["lr_scheduler"],
+                         "batch_size": c["batch_size"], "epochs": c["epochs"], "devices": c["devices"],
+                         "max_length": c["max_length"], "method": c["method"], "steps": c["steps"]})
+    _write_csv(pd.DataFrame(cfg_rows), out / "train_config.csv")
+    shutil.copyfile(card_json, out / "data_card.json")
+    write_json(out / "experiments.json", experiments)
+    write_json(out / "examples.json", _examples(**example_source))
+
+
+def _examples(react_path: str, chat_path: str) -> dict:
+    """A ReAct record and a chat-aligned record for Figure 5 (the first of each file)."""
+    react = read_jsonl(react_path)[0]
+    chat = read_jsonl(chat_path)[0]
+    return {"react": {"id": react["id"], "turns": react["turns"]}, "chat": {"id": chat["id"], "turns": chat["turns"]}}
+
+
+def _write_csv(df, path: Path) -> None:
+    from .io import atomic_open
+    with atomic_open(path) as fh:
+        df.to_csv(fh, index=False, float_format="%.6g", lineterminator="\n")
+
+
+# ----------------------------------------------------------------------------- reporting
+def table(table_id: str, summary_dir: str, reported: str, out_csv: str, out_md: str) -> None:
+    from .reporting import build_table
+    build_table(table_id, Path(summary_dir), Path(reported), Path(out_csv), Path(out_md))
+
+
+def figure(fig_id: str, summary_dir: str, reported: str, out_png: str) -> None:
+    from .reporting import build_figure
+    build_figure(fig_id, Path(summary_dir), Path(reported), Path(out_png))
+
+
+def diff(summary_dir: str, reported: str, tables_dir: str, out_md: str, out_csv: str) -> None:
+    from .reporting import build_diff
+    build_diff(Path(summary_dir), Path(reported), Path(tables_dir), Path(out_md), Path(out_csv))
+
+
+STAGES = {name: fn for name, fn in globals().items()
+          if callable(fn) and not name.startswith("_") and getattr(fn, "__module__", "") == __name__}
+
+
+def run_stage(name: str, params: dict) -> None:
+    if name not in STAGES:
+        raise SystemExit(f"unknown stage {name!r}; known: {', '.join(sorted(STAGES))}")
+    STAGES[name](**params)
+
+
+def params_from(arg: str) -> dict:
+    if arg.startswith("@"):
+        return json.loads(Path(arg[1:]).read_text())
+    return json.loads(arg)

@@ -1,0 +1,73 @@
+# Shared helpers: the validated config, its expansion into datasets/models, and param plumbing.
+import json
+import os
+import shlex
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(workflow.basedir) / "src"))
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    [str(Path(workflow.basedir) / "src")] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+)
+
+from agentflan import config as cfg  # noqa: E402
+
+cfg.validate(config)
+RUN = config["run"]
+PRESET = config["preset"]
+DATA = f"data/{RUN}"
+RESULTS = f"results/{RUN}"
+LOGS = f"logs/{RUN}"
+BENCH = f"benchmarks/{RUN}"
+TABLES = config["tables_dir"]
+FIGURES = config["figures_dir"]
+DATASETS = cfg.datasets(config)
+SIZES = cfg.sizes(config)
+MODEL_IDS = cfg.model_ids(config)
+TRAINED_IDS = [m for m in MODEL_IDS if not m.startswith("base-")]
+BENCHMARKS = list(cfg.BENCHMARKS)
+SOURCES = ["agentflan", "sharegpt", "teval", "glaive", "hotpotqa", "mmlu", "gsm8k", "humaneval"]
+if PRESET == "miniature":
+    SOURCES.append("pretrain")
+THREADS = config["threads_per_job"]
+
+
+wildcard_constraints:
+    dataset="[a-z0-9_]+",
+    size="[a-z0-9]+",
+    model="[a-z0-9_]+-[a-z0-9]+",
+    benchmark="|".join(BENCHMARKS),
+    source="[a-z0-9]+",
+
+
+def as_params(**kwargs):
+    """Quote a stage's keyword arguments for `python -m agentflan.cli <stage> --params ...`."""
+    return shlex.quote(json.dumps(kwargs, sort_keys=True))
+
+
+def stage(name):
+    return f"{sys.executable} -m agentflan.cli {name} --params {{params.args}} > {{log}} 2>&1"
+
+
+def size_of(model_id):
+    return cfg.split_model_id(model_id)[1]
+
+
+def base_model(size):
+    """Path or hub name of the base model a fine-tune starts from."""
+    spec = config["models"]["sizes"][size]
+    if spec.get("arch"):
+        return f"{RESULTS}/models/base-{size}"
+    return spec["name_or_path"]
+
+
+def model_path(model_id):
+    dataset, size = cfg.split_model_id(model_id)
+    if dataset == "base":
+        return base_model(size)
+    return f"{RESULTS}/models/{model_id}"
+
+
+def local_model_input(model_id):
+    path = model_path(model_id)
+    return [path] if path.startswith(RESULTS) else []

@@ -1,0 +1,174 @@
+# Data: raw sources (generated in the miniature, downloaded in the paper preset) -> canonical
+# records, evaluation items, tokenizer and data card. Code: agentflan.{miniworld,download,convert,
+# sharegpt,evaluation.registry}; config keys: data.*, tokenizer.*, evaluation.benchmarks.*
+
+
+if config["data"]["source"] == "miniworld":
+
+    rule miniworld:
+        output:
+            manifests=expand(f"{DATA}/raw/{{source}}.manifest.json", source=SOURCES),
+        params:
+            args=as_params(
+                raw_dir=f"{DATA}/raw",
+                seed=config["data"]["miniworld"]["seed"],
+                scale=config["data"]["miniworld"]["scale"],
+                manifests={s: f"{DATA}/raw/{s}.manifest.json" for s in SOURCES},
+            ),
+        log:
+            f"{LOGS}/data/miniworld.log",
+        benchmark:
+            f"{BENCH}/data/miniworld.tsv"
+        shell:
+            stage("miniworld")
+
+else:
+
+    rule fetch:
+        output:
+            manifest=f"{DATA}/raw/{{source}}.manifest.json",
+        params:
+            args=lambda wc: as_params(
+                source=wc.source,
+                spec=config["data"]["sources"][wc.source],
+                raw_dir=f"{DATA}/raw",
+                lock=f"{DATA}/sources.lock.json",
+                mirror=config["data"]["mirror"],
+                update_lock=config["data"]["update_lock"],
+                manifest=f"{DATA}/raw/{wc.source}.manifest.json",
+            ),
+        log:
+            f"{LOGS}/data/fetch_{{source}}.log",
+        benchmark:
+            f"{BENCH}/data/fetch_{{source}}.tsv"
+        retries: 2
+        resources:
+            downloads=1,
+        shell:
+            stage("fetch")
+
+
+rule convert:
+    input:
+        f"{DATA}/raw/agentflan.manifest.json",
+    output:
+        expand(f"{DATA}/converted/{{stem}}.jsonl", stem=[
+            "agent_instruct_react", "agent_instruct_tflan", "toolbench_instruct_j1s1_3k",
+            "toolbench_negative", "toolbench_react_10p", "toolbench_tflan_60p_r10r5u7",
+            "toolbench_tflan_cot_30p"]),
+    params:
+        args=as_params(raw_dir=f"{DATA}/raw", out_dir=f"{DATA}/converted"),
+    log:
+        f"{LOGS}/data/convert.log",
+    benchmark:
+        f"{BENCH}/data/convert.tsv"
+    shell:
+        stage("convert")
+
+
+rule sharegpt:
+    input:
+        f"{DATA}/raw/sharegpt.manifest.json",
+    output:
+        records=f"{DATA}/general/sharegpt.jsonl",
+        stats=f"{DATA}/general/sharegpt.stats.json",
+    params:
+        args=as_params(
+            raw_dir=f"{DATA}/raw",
+            out=f"{DATA}/general/sharegpt.jsonl",
+            stats=f"{DATA}/general/sharegpt.stats.json",
+            english_only=config["data"]["sharegpt"]["english_only"],
+            max_conversations=config["data"]["sharegpt"]["max_conversations"],
+            seed=config["seed"],
+        ),
+    log:
+        f"{LOGS}/data/sharegpt.log",
+    benchmark:
+        f"{BENCH}/data/sharegpt.tsv"
+    shell:
+        stage("sharegpt")
+
+
+EVAL_SOURCE = {"teval": "teval", "agenth": "glaive", "hotpotqa": "hotpotqa", "mmlu": "mmlu",
+               "gsm8k": "gsm8k", "humaneval": "humaneval"}
+
+
+rule eval_items:
+    input:
+        lambda wc: f"{DATA}/raw/{EVAL_SOURCE[wc.benchmark]}.manifest.json",
+    output:
+        f"{DATA}/eval/{{benchmark}}.jsonl",
+    params:
+        args=lambda wc: as_params(
+            benchmark=wc.benchmark,
+            raw_dir=f"{DATA}/raw",
+            options=config["evaluation"]["benchmarks"].get(wc.benchmark, {}),
+            out=f"{DATA}/eval/{wc.benchmark}.jsonl",
+        ),
+    log:
+        f"{LOGS}/data/eval_items_{{benchmark}}.log",
+    benchmark:
+        f"{BENCH}/data/eval_items_{{benchmark}}.tsv"
+    shell:
+        stage("eval_items")
+
+
+rule tokenizer:
+    input:
+        rules.convert.output,
+        rules.sharegpt.output.records,
+        pretrain=[f"{DATA}/raw/pretrain.manifest.json"] if PRESET == "miniature" else [],
+    output:
+        directory(f"{DATA}/tokenizer"),
+    params:
+        args=as_params(
+            kind=config["tokenizer"]["kind"],
+            out_dir=f"{DATA}/tokenizer",
+            converted_dir=f"{DATA}/converted",
+            sharegpt_path=f"{DATA}/general/sharegpt.jsonl",
+            pretrain_path=f"{DATA}/raw/miniworld/pretrain/pretrain.jsonl" if PRESET == "miniature" else None,
+            vocab_size=config["tokenizer"]["vocab_size"],
+            name_or_path=config["tokenizer"]["name_or_path"],
+            revision=config["tokenizer"]["revision"],
+        ),
+    log:
+        f"{LOGS}/data/tokenizer.log",
+    benchmark:
+        f"{BENCH}/data/tokenizer.tsv"
+    shell:
+        stage("tokenizer")
+
+
+rule data_card:
+    input:
+        rules.convert.output,
+        rules.sharegpt.output.records,
+        rules.tokenizer.output,
+    output:
+        json=f"{DATA}/card.json",
+        md=report(f"{DATA}/card.md", caption="../report/data_card.rst", category="Data"),
+    params:
+        args=as_params(
+            converted_dir=f"{DATA}/converted",
+            sharegpt_path=f"{DATA}/general/sharegpt.jsonl",
+            tokenizer_dir=f"{DATA}/tokenizer",
+            max_length=config["data"]["max_length"],
+            out_json=f"{DATA}/card.json",
+            out_md=f"{DATA}/card.md",
+            provenance={"run": RUN, "preset": PRESET, "source": config["data"]["source"],
+                        "description": ("offline miniature generated by agentflan.miniworld"
+                                        if PRESET == "miniature" else
+                                        "internlm/Agent-FLAN at the revision recorded in sources.lock.json")},
+        ),
+    log:
+        f"{LOGS}/data/card.log",
+    benchmark:
+        f"{BENCH}/data/card.tsv"
+    shell:
+        stage("card")
+
+
+rule data:
+    input:
+        rules.data_card.output,
+        expand(f"{DATA}/eval/{{benchmark}}.jsonl", benchmark=BENCHMARKS),

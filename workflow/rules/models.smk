@@ -1,0 +1,106 @@
+# Models: tiny Llama initialisation and pretraining (miniature only), then one fine-tuning job per
+# (dataset, size). Code: agentflan.{modeling,train}; config keys: models.*, training.*
+
+
+rule init_model:
+    input:
+        rules.tokenizer.output,
+    output:
+        directory(f"{RESULTS}/models/init-{{size}}"),
+    params:
+        args=lambda wc: as_params(
+            arch=config["models"]["sizes"][wc.size]["arch"],
+            tokenizer_dir=f"{DATA}/tokenizer",
+            seed=config["seed"],
+            out_dir=f"{RESULTS}/models/init-{wc.size}",
+        ),
+    log:
+        f"{LOGS}/models/init-{{size}}.log",
+    benchmark:
+        f"{BENCH}/models/init-{{size}}.tsv"
+    shell:
+        stage("init_model")
+
+
+if config["models"]["pretrain"]["enabled"]:
+
+    rule pretrain:
+        """Miniature only: turn the random tiny model into a base LM (the stand-in for Llama-2)."""
+        input:
+            model=f"{RESULTS}/models/init-{{size}}",
+            data=f"{DATA}/raw/pretrain.manifest.json",
+        output:
+            model=directory(f"{RESULTS}/models/base-{{size}}"),
+            metrics=f"{RESULTS}/train/base-{{size}}/metrics.jsonl",
+            config=f"{RESULTS}/train/base-{{size}}/train_config.json",
+        params:
+            args=lambda wc: as_params(
+                base_model=f"{RESULTS}/models/init-{wc.size}",
+                data=f"{DATA}/raw/miniworld/pretrain/pretrain.jsonl",
+                out_dir=f"{RESULTS}/models/base-{wc.size}",
+                metrics=f"{RESULTS}/train/base-{wc.size}/metrics.jsonl",
+                config_out=f"{RESULTS}/train/base-{wc.size}/train_config.json",
+                recipe=cfg.training_recipe(config, wc.size, pretrain=True),
+                model_id=f"base-{wc.size}",
+                checkpoint_dir=f"{RESULTS}/checkpoints/base-{wc.size}",
+                threads=THREADS,
+            ),
+        threads: THREADS
+        log:
+            f"{LOGS}/train/base-{{size}}.log",
+        benchmark:
+            f"{BENCH}/train/base-{{size}}.tsv"
+        shell:
+            stage("train")
+
+
+def _train_resources(wc):
+    return config["training"]["resources"].get(wc.size, {})
+
+
+def launcher_stage(name):
+    """The stage command, started by the configured launcher (e.g. torchrun) for multi-GPU jobs."""
+    launcher = config["training"]["launcher"]
+    cmd = stage(name)
+    if launcher:
+        cmd = cmd.replace(f"{sys.executable} -m agentflan.cli", f"{launcher} -m agentflan.cli", 1)
+    return cmd
+
+
+rule finetune:
+    wildcard_constraints:
+        dataset="(?!base$|init$)[a-z0-9_]+",
+    input:
+        data=f"{DATA}/ablations/{{dataset}}/train.jsonl",
+        base=lambda wc: local_model_input(f"base-{wc.size}"),
+    output:
+        model=directory(f"{RESULTS}/models/{{dataset}}-{{size}}"),
+        metrics=f"{RESULTS}/train/{{dataset}}-{{size}}/metrics.jsonl",
+        config=f"{RESULTS}/train/{{dataset}}-{{size}}/train_config.json",
+    params:
+        args=lambda wc: as_params(
+            base_model=base_model(wc.size),
+            data=f"{DATA}/ablations/{wc.dataset}/train.jsonl",
+            out_dir=f"{RESULTS}/models/{wc.dataset}-{wc.size}",
+            metrics=f"{RESULTS}/train/{wc.dataset}-{wc.size}/metrics.jsonl",
+            config_out=f"{RESULTS}/train/{wc.dataset}-{wc.size}/train_config.json",
+            recipe=cfg.training_recipe(config, wc.size),
+            model_id=f"{wc.dataset}-{wc.size}",
+            checkpoint_dir=f"{RESULTS}/checkpoints/{wc.dataset}-{wc.size}",
+            threads=THREADS,
+        ),
+    threads: THREADS
+    resources:
+        gpus=lambda wc: _train_resources(wc).get("gpus", 0),
+        nodes=lambda wc: _train_resources(wc).get("nodes", 1),
+    log:
+        f"{LOGS}/train/{{dataset}}-{{size}}.log",
+    benchmark:
+        f"{BENCH}/train/{{dataset}}-{{size}}.tsv"
+    shell:
+        launcher_stage("train")
+
+
+rule train:
+    input:
+        expand(f"{RESULTS}/train/{{model}}/train_config.json", model=TRAINED_IDS),

@@ -1,0 +1,119 @@
+# Result summaries, one rule per paper table and figure, and the diff against the paper.
+# Code: agentflan.stages.summarize, agentflan.reporting; reported numbers: paper/paper_reported.yaml.
+
+REPORTED = "paper/paper_reported.yaml"
+TABLE_IDS = [f"table{i}" for i in range(1, 7)]
+FIGURE_IDS = [f"fig{i}" for i in range(1, 9)]
+SUMMARY = f"{RESULTS}/summary"
+SUMMARY_FILES = ["scores.csv", "models.csv", "ablation_stats.csv", "train_curves.csv", "train_config.csv",
+                 "data_card.json", "experiments.json", "examples.json"]
+
+
+def _models_meta():
+    meta = {}
+    for m in MODEL_IDS:
+        dataset, size = cfg.split_model_id(m)
+        meta[m] = {"size": size, "size_label": config["models"]["sizes"][size]["label"],
+                   "dataset_id": "" if dataset == "base" else dataset, "base": base_model(size),
+                   "trained": dataset != "base"}
+    return meta
+
+
+TRAIN_LOGGED = [m for m in MODEL_IDS if not (m.startswith("base-") and not config["models"]["pretrain"]["enabled"])]
+
+
+rule summarize:
+    input:
+        scores=expand(f"{RESULTS}/eval/{{model}}/{{benchmark}}.scores.json", model=MODEL_IDS, benchmark=BENCHMARKS),
+        stats=expand(f"{DATA}/ablations/{{dataset}}/stats.json", dataset=sorted(DATASETS)),
+        metrics=expand(f"{RESULTS}/train/{{model}}/metrics.jsonl", model=TRAIN_LOGGED),
+        configs=expand(f"{RESULTS}/train/{{model}}/train_config.json", model=TRAIN_LOGGED),
+        card=f"{DATA}/card.json",
+        examples=[f"{DATA}/converted/toolbench_react_10p.jsonl", f"{DATA}/converted/toolbench_tflan_60p_r10r5u7.jsonl"],
+    output:
+        [f"{SUMMARY}/{name}" for name in SUMMARY_FILES],
+    params:
+        args=lambda wc, input: as_params(
+            scores=list(input.scores),
+            models=_models_meta(),
+            ablation_stats=list(input.stats),
+            metrics=list(input.metrics),
+            train_configs=list(input.configs),
+            card_json=input.card,
+            experiments=cfg.experiments(config),
+            example_source={"react_path": input.examples[0], "chat_path": input.examples[1]},
+            out_dir=SUMMARY,
+        ),
+    log:
+        f"{LOGS}/report/summarize.log",
+    benchmark:
+        f"{BENCH}/report/summarize.tsv"
+    shell:
+        stage("summarize")
+
+
+rule table:
+    input:
+        rules.summarize.output,
+        REPORTED,
+    output:
+        csv=f"{TABLES}/{{table}}.csv",
+        md=report(f"{TABLES}/{{table}}.md", caption="../report/table.rst", category="Tables"),
+    wildcard_constraints:
+        table="table[1-6]",
+    params:
+        args=lambda wc: as_params(table_id=wc.table, summary_dir=SUMMARY, reported=REPORTED,
+                                  out_csv=f"{TABLES}/{wc.table}.csv", out_md=f"{TABLES}/{wc.table}.md"),
+    log:
+        f"{LOGS}/report/{{table}}.log",
+    benchmark:
+        f"{BENCH}/report/{{table}}.tsv"
+    shell:
+        stage("table")
+
+
+rule figure:
+    input:
+        rules.summarize.output,
+        REPORTED,
+    output:
+        report(f"{FIGURES}/{{fig}}.png", caption="../report/figure.rst", category="Figures"),
+    wildcard_constraints:
+        fig="fig[1-8]",
+    params:
+        args=lambda wc: as_params(fig_id=wc.fig, summary_dir=SUMMARY, reported=REPORTED,
+                                  out_png=f"{FIGURES}/{wc.fig}.png"),
+    log:
+        f"{LOGS}/report/{{fig}}.log",
+    benchmark:
+        f"{BENCH}/report/{{fig}}.tsv"
+    shell:
+        stage("figure")
+
+
+rule diff_vs_paper:
+    input:
+        expand(f"{TABLES}/{{table}}.csv", table=TABLE_IDS),
+        REPORTED,
+    output:
+        md=report(f"{TABLES}/diff_vs_paper.md", caption="../report/diff.rst", category="Tables"),
+        csv=f"{TABLES}/diff_vs_paper.csv",
+    params:
+        args=as_params(summary_dir=SUMMARY, reported=REPORTED, tables_dir=TABLES,
+                       out_md=f"{TABLES}/diff_vs_paper.md", out_csv=f"{TABLES}/diff_vs_paper.csv"),
+    log:
+        f"{LOGS}/report/diff.log",
+    benchmark:
+        f"{BENCH}/report/diff.tsv"
+    shell:
+        stage("diff")
+
+
+rule tables:
+    input:
+        expand(f"{TABLES}/{{table}}.{{ext}}", table=TABLE_IDS, ext=["csv", "md"]),
+
+
+rule figures:
+    input:
+        expand(f"{FIGURES}/{{fig}}.png", fig=FIGURE_IDS),
