@@ -69,7 +69,7 @@ def launcher_stage(name):
 
 rule finetune:
     wildcard_constraints:
-        dataset="(?!base$|init$)[a-z0-9_]+",
+        dataset="(?!(?:base|init)-)[a-z0-9_]+",
     input:
         data=f"{DATA}/ablations/{{dataset}}/train.jsonl",
         base=lambda wc: local_model_input(f"base-{wc.size}"),
