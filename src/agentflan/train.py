@@ -50,6 +50,21 @@ def encode_dataset(records: list[dict], tokenizer, max_length: int) -> tuple[lis
     return out, {"examples": len(out), "dropped_no_trained_tokens": dropped, "truncated": truncated}
 
 
+def length_grouped_order(lengths: list[int], batch: int, seed: int, mega: int = 16) -> list[int]:
+    """Seeded order that puts examples of similar length in the same batch (less padding):
+    shuffle, sort inside mega-batches of ``batch * mega``, cut into batches, shuffle the batches."""
+    import random
+    rng = random.Random(seed)
+    idx = list(range(len(lengths)))
+    rng.shuffle(idx)
+    batches = []
+    for start in range(0, len(idx), batch * mega):
+        chunk = sorted(idx[start:start + batch * mega], key=lambda i: -lengths[i])
+        batches += [chunk[k:k + batch] for k in range(0, len(chunk), batch)]
+    rng.shuffle(batches)
+    return [i for b in batches for i in b]
+
+
 class _DS:
     def __init__(self, items):
         self.items = items
@@ -117,6 +132,10 @@ def _make_trainer_cls():
                         s[0] += float(ce[sel].sum())
                         s[1] += int(sel.sum())
             return (loss, out) if return_outputs else loss
+
+        def _get_train_sampler(self, *args, **kwargs):
+            # The dataset is already in a seeded, length-grouped order (length_grouped_order).
+            return torch.utils.data.SequentialSampler(self.train_dataset)
 
         def log(self, logs, *args, **kwargs):
             if "loss" in logs and self._sums:
@@ -211,12 +230,11 @@ def train(*, base_model: str, data_path: Path, out_dir: Path, metrics_path: Path
         fp16=(dtype == "fp16" and cuda),
         use_cpu=not cuda,
         dataloader_num_workers=0,
-        group_by_length=bool(recipe.get("group_by_length", True)),
         report_to=[],
         remove_unused_columns=False,
         deepspeed=recipe.get("deepspeed") or None,
-        gradient_checkpointing=bool(recipe.get("gradient_checkpointing", False)),
         disable_tqdm=False,
+        **({"gradient_checkpointing": True} if recipe.get("gradient_checkpointing") else {}),
     )
     trainer_cls = _make_trainer_cls()
     metrics_path = Path(metrics_path)
@@ -227,7 +245,8 @@ def train(*, base_model: str, data_path: Path, out_dir: Path, metrics_path: Path
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda_factory(
         warmup_steps, total_steps, float(recipe.get("warmup_start_lr", lr * 0.2)) / lr,
         float(recipe.get("min_lr_ratio", 0.0))))
-    trainer = trainer_cls(model=model, args=args, train_dataset=_DS(examples),
+    order = length_grouped_order([len(e) for e in examples], per_device * world, seed)
+    trainer = trainer_cls(model=model, args=args, train_dataset=_DS([examples[i] for i in order]),
                           data_collator=lambda b: collate(b, tokenizer.pad_token_id),
                           optimizers=(None, None) if recipe.get("deepspeed") else (optimizer, scheduler),
                           metrics_path=tmp_metrics)

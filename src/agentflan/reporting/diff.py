@@ -97,7 +97,7 @@ class _Ours:
             at, _ = self.cell("table1", "AgentTuning*", "Overall")
             if af and at:
                 return fmt_num(float(af) - float(at), sign=True), ""
-            return "", "Table 1 Overall not produced (needs all five held-out columns)"
+            return "", "needs Table 1 Overall, which needs all five held-out columns"
         return "", NOT_SUMMARISED
 
 
@@ -116,7 +116,7 @@ def _fmt_delta(e: rep.Entry, d: float) -> str:
     if e.id in ("table6", "release"):
         return f"{int(round(d)):+d}"
     if e.id == "table5":
-        return "0" if d == 0 else f"{d:+.3g}"
+        return f"{int(d):+d}" if float(d).is_integer() else f"{d:+.3g}"
     return fmt_num(d, 3 if e.id == "figure2" else 2, sign=True)
 
 
@@ -207,7 +207,7 @@ def _md(s: Summary, entries: list[rep.Entry], rows: list[dict], tolerance: float
     out.append("|" + "|".join(" --- " for _ in header) + "|")
     for c in rep.consistency_checks(entries):
         out.append("| " + " | ".join(_md_cell(x) for x in (
-            c["check"], f"{c['printed']:g}", f"{c['recomputed']:.3f}", f"{c['delta']:+.3f}",
+            c["check"], fmt_paper(c["printed"]), f"{c['recomputed']:.3f}", f"{c['delta']:+.3f}",
             c["status"], c["note"])) + " |")
     return "\n".join(out) + "\n"
 

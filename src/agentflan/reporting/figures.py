@@ -43,6 +43,7 @@ FIG5_WRAP = 62
 
 def _save(fig: Any, out_png: Path) -> None:
     buf = _io.BytesIO()
+    fig.tight_layout()
     fig.savefig(buf, format="png", dpi=DPI, metadata={"Software": None})
     plt.close(fig)
     with atomic_open(out_png, "wb", encoding=None) as fh:
@@ -130,14 +131,15 @@ def _fig1(s: Summary, entries: list[rep.Entry]) -> Any:
                     color="green", fontweight="bold")
     ref = "the best series per column" if d["reference"] == "best" \
         else f"the paper's {d['reference'].split(':', 1)[1]} (Table 1)"
-    ax.set_ylim(0, ymax * 1.15)
+    ax.set_ylim(0, ymax * 1.18)
     ax.set_ylabel("Rel. score (%)")
     ax.set_xlabel("")
     title = f"Scores normalised to {ref} = 100%; label: {d['highlight']} minus best other"
     if d["not_run"]:
         title += "\nnot run: " + ", ".join(d["not_run"])
     ax.set_title(_caption(s, title), fontsize=8)
-    ax.legend(fontsize=7, loc="upper left", ncol=len(d["series"]))
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.08), ncol=len(d["series"]),
+              frameon=False)
     return fig
 
 
@@ -157,8 +159,8 @@ def _loss_fig(s: Summary, fig_id: str, categories: tuple[str, ...], title: str,
                  errorbar=None, ax=ax, estimator=None, sort=True)
     for cat, val in (reference or {}).items():
         ax.axhline(val, ls=":", lw=0.8, color="grey")
-        ax.text(df["step"].max(), val, f" paper ({cat}, inferred): {val:g}", fontsize=6,
-                color="grey", va="bottom", ha="right")
+        ax.text(df["step"].min(), val, f" paper ({cat}, inferred): {val:g}", fontsize=6,
+                color="grey", va="bottom", ha="left")
     ax.set_xlabel("training step")
     ax.set_ylabel("loss (trained tokens)")
     ax.set_title(_caption(s, f"{title} - model {mid}"), fontsize=8)
@@ -215,12 +217,15 @@ def _fig4(s: Summary, entries: list[rep.Entry]) -> Any:
 # ---------------------------------------------------------------------------------------------
 
 def _turn_text(turn: dict) -> str:
-    content = " ".join(str(turn.get("content", "")).split())
+    """``role [capability]: content``; long turns truncated, line breaks (ReAct fields) kept."""
+    content = str(turn.get("content", "")).strip()
     if len(content) > FIG5_MAX_CHARS:
-        content = content[:FIG5_MAX_CHARS - 1] + "…"
+        content = content[:FIG5_MAX_CHARS - 1].rstrip() + "…"
     tag = f" [{turn['capability']}]" if turn.get("capability") else ""
-    return textwrap.fill(f"{turn.get('role', '?')}{tag}: {content}", FIG5_WRAP,
-                         subsequent_indent="    ")
+    lines = f"{turn.get('role', '?')}{tag}: {content}".splitlines()
+    return "\n".join(textwrap.fill(" ".join(line.split()), FIG5_WRAP, initial_indent=" " * 4 * (i > 0),
+                                   subsequent_indent="    ") for i, line in enumerate(lines)
+                     if line.strip())
 
 
 def _panel_text(turns: list) -> str:
@@ -232,14 +237,14 @@ def _panel_text(turns: list) -> str:
 
 def _fig5(s: Summary, entries: list[rep.Entry]) -> Any:
     ex = s.examples
-    fig, axes = plt.subplots(1, 2, figsize=(11.0, 7.0))
+    fig, axes = plt.subplots(1, 2, figsize=(11.0, 5.5))
     for ax, key, title in ((axes[0], "react", "ReAct format (original)"),
                            (axes[1], "chat", "Aligned to chat (Agent-FLAN)")):
         ax.axis("off")
         rid = ex[key].get("id")
         ax.set_title(title + (f"\n{rid}" if rid else ""), fontsize=9)
         ax.text(0.0, 1.0, _panel_text(ex[key]["turns"]), va="top", ha="left", family="DejaVu Sans Mono",
-                fontsize=6.5, transform=ax.transAxes)
+                fontsize=7, transform=ax.transAxes)
     fig.suptitle(_caption(s, "Figure 5: a ReAct record and its chat-aligned rewrite"), fontsize=9)
     return fig
 
@@ -300,6 +305,7 @@ def _fig7(s: Summary, entries: list[rep.Entry]) -> Any:
     ax.axvline(25, ls=":", lw=0.8, color="grey")
     ax.text(25, ax.get_ylim()[1], " paper: 25% gives most of the gain", fontsize=6, color="grey",
             va="top")
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
     ax.set_xlabel("fraction of Agent-FLAN training data (%)")
     ax.set_ylabel("score (%)")
     ax.set_title(_caption(s, "Data scaling"), fontsize=8)
@@ -332,7 +338,6 @@ def _fig8(s: Summary, entries: list[rep.Entry]) -> Any:
         ax.set_xlabel("model size")
         ax.set_ylabel("score (%)")
     fig.suptitle(_caption(s, "Model scaling"), fontsize=8)
-    fig.tight_layout()
     return fig
 
 

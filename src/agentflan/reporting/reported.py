@@ -110,9 +110,10 @@ def rows_of(entries: list[Entry], table_id: str) -> list[str]:
     return rows
 
 
-def paper_number(idx: dict, table_id: str, row: str, column: str) -> float | None:
+def paper_number(idx: dict, table_id: str, row: str, column: str) -> int | float | None:
+    """The entry's numeric value as printed (int or float), or None."""
     e = idx.get((table_id, row, column))
-    return float(e.value) if e is not None and e.numeric else None
+    return e.value if e is not None and e.numeric else None
 
 
 def printed_tolerance(printed: float) -> float:

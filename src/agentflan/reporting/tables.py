@@ -48,18 +48,18 @@ METRICS = {
 }
 # Why a column has no summary data: the package does not run these environments.
 NOT_RUN_COLUMN = {
-    "Held-In": "AgentBench held-in environments are not run by this package",
-    "SciWorld": "ScienceWorld environment is not run by this package",
-    "WebArena": "WebArena environment is not run by this package",
+    "Held-In": "AgentBench held-in environments are not part of this package",
+    "SciWorld": "the ScienceWorld environment is not part of this package",
+    "WebArena": "the WebArena environment is not part of this package",
 }
 # Why a paper row that the run's config does not fill has no values.
 NOT_RUN_ROW = {
-    "GPT-3.5": "proprietary API model, not evaluated",
-    "GPT-4": "proprietary API model, not evaluated",
-    "FireAct-7B": "third-party checkpoint, not evaluated",
-    "AgentLM-7B": "third-party checkpoint, not evaluated",
+    "GPT-3.5": "proprietary API model",
+    "GPT-4": "proprietary API model",
+    "FireAct-7B": "third-party checkpoint",
+    "AgentLM-7B": "third-party checkpoint",
 }
-DEFAULT_ROW_REASON = "row not in this run's configuration"
+DEFAULT_ROW_REASON = "row not configured for this run"
 
 TABLE_TITLES = {
     "table1": "Table 1: main results (held-in, held-out agent tasks and Overall)",
@@ -121,13 +121,13 @@ def fmt_plain(x: Any) -> str:
     return str(x)
 
 
-def fmt_paper(value: Any, *, delta: bool = False, kind: str = "num") -> str:
-    """A paper value for display: as printed (``??``/``-`` kept)."""
+def fmt_paper(value: Any, *, delta: bool = False) -> str:
+    """A paper value for display: as printed (``??``/``-`` kept; ``20.0`` stays ``20.0``)."""
     if value is None:
         return "-"
     if isinstance(value, str):
         return value
-    if kind == "sci":
+    if isinstance(value, float) and 0 < abs(value) < 1e-2:
         return fmt_sci(value)
     text = repr(value) if isinstance(value, float) else fmt_plain(value)  # 20.0 stays "20.0"
     if delta and isinstance(value, (int, float)) and value >= 0:
@@ -382,7 +382,7 @@ def _md_paired(t: Table, first: str = "Row") -> str:
         line = [r]
         for c in t.columns:
             cell = t.cells.get((r, c))
-            line.append(cell["md"] if cell else "")
+            line.append(cell["md"] if cell else "—")
             if c in paired:
                 line.append((cell["paper"] if cell else "") or "—")
         body.append(line)
@@ -457,7 +457,7 @@ def _table1(s: Summary, entries: list[rep.Entry]) -> Table:
         else:
             missing = [c for c in rep.HELD_OUT if c not in vals]
             t.set(label, "Overall", paper=paper_overall,
-                  note=f"needs all five held-out columns; missing {', '.join(missing)}")
+                  note=f"Overall needs all five held-out columns; no {', '.join(missing)}")
         if not partial or not produced:
             continue
         # The mean over the held-out columns this run has, never called the paper's Overall.
@@ -466,15 +466,16 @@ def _table1(s: Summary, entries: list[rep.Entry]) -> Table:
         pnote = "paper value derived [D]: mean of the paper's cells in the same columns" \
             if ppaper else ""
         if mid is None:
-            t.set(label, avail_col, paper=ppaper,
-                  note="; ".join(x for x in (NOT_RUN_ROW.get(label, DEFAULT_ROW_REASON), pnote) if x))
+            reason = NOT_RUN_ROW.get(label, DEFAULT_ROW_REASON)
+            t.set(label, avail_col, paper=ppaper, note="; ".join(x for x in (reason, pnote) if x),
+                  md=na(reason))
         elif all(c in vals for c in produced):
             t.set(label, avail_col, ours=fmt_num(sum(vals[c] for c in produced) / len(produced)),
                   paper=ppaper, note=pnote)
         else:
-            missing = [c for c in produced if c not in vals]
-            t.set(label, avail_col, paper=ppaper,
-                  note=f"missing {', '.join(missing)} for {mid}" + (f"; {pnote}" if pnote else ""))
+            reason = f"no {', '.join(c for c in produced if c not in vals)} for {mid}"
+            t.set(label, avail_col, paper=ppaper, note="; ".join(x for x in (reason, pnote) if x),
+                  md=na(reason))
     t.footnotes = [
         "Overall is the arithmetic mean of the five held-out columns (HotpotQA, SciWorld, "
         "WebArena, T-Eval, Agent-H); Held-In is not part of it.",
@@ -495,7 +496,8 @@ def _md_table1(s: Summary, t: Table) -> str:
     header = ["Model", "", *t.columns]
     body = []
     for r in t.rows:
-        body.append([r, "ours"] + [t.cells[(r, c)]["md"] if (r, c) in t.cells else "" for c in t.columns])
+        body.append([r, "ours"] + [t.cells[(r, c)]["md"] if (r, c) in t.cells else "—"
+                                   for c in t.columns])
         body.append(["", "paper"] + [(t.cells[(r, c)]["paper"] if (r, c) in t.cells else "") or "—"
                                      for c in t.columns])
     return _caption(s, "table1") + "\n" + _md_table(header, body) + _notes_md(t)
@@ -680,7 +682,7 @@ def _table5(s: Summary, entries: list[rep.Entry]) -> Table:
         mid = by_label.get(label)
         row = s.train_config(mid, f"Table 5 row {label!r}") if mid is not None else None
         for c in T5_COLUMNS:
-            paper = _paper(idx, "table5", label, c, kind="sci" if "LR" in c or "rate" in c else "num")
+            paper = _paper(idx, "table5", label, c)
             if row is None:
                 t.set(label, c, paper=paper, note=DEFAULT_ROW_REASON)
             elif c == "warmup LR":
