@@ -33,3 +33,5 @@ rule all:
         rules.tables.input,
         rules.figures.input,
         f"{TABLES}/diff_vs_paper.md",
+        rules.data.input,
+        rules.ablations.input,

@@ -260,6 +260,21 @@ def diff(summary_dir: str, reported: str, tables_dir: str, out_md: str, out_csv:
     build_diff(Path(summary_dir), Path(reported), Path(tables_dir), Path(out_md), Path(out_csv))
 
 
+def decontaminate(converted_dir: str, sharegpt_path: str, eval_files: dict, ngram: int, action: str,
+                  max_overlap_ratio: float, out_json: str, out_md: str) -> None:
+    """n-gram overlap between training data and every evaluation set (warn or fail)."""
+    from . import decontam
+    train = _load_converted(converted_dir)
+    train["sharegpt"] = read_jsonl(sharegpt_path)
+    items = {b: read_jsonl(p) for b, p in sorted(eval_files.items())}
+    report = decontam.check(train, items, n=ngram)
+    warnings = decontam.enforce(report, action, max_overlap_ratio, out_md)
+    write_json(out_json, report)
+    write_text(out_md, decontam.render_md(report, warnings))
+    for w in warnings:
+        print(f"[decontamination] WARNING {w}")
+
+
 STAGES = {name: fn for name, fn in globals().items()
           if callable(fn) and not name.startswith("_") and getattr(fn, "__module__", "") == __name__}
 

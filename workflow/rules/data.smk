@@ -168,7 +168,37 @@ rule data_card:
         stage("card")
 
 
+
+
+rule decontamination:
+    input:
+        rules.convert.output,
+        rules.sharegpt.output.records,
+        expand(f"{DATA}/eval/{{benchmark}}.jsonl", benchmark=BENCHMARKS),
+    output:
+        json=f"{DATA}/decontamination.json",
+        md=report(f"{DATA}/decontamination.md", caption="../report/decontamination.rst", category="Data"),
+    params:
+        args=as_params(
+            converted_dir=f"{DATA}/converted",
+            sharegpt_path=f"{DATA}/general/sharegpt.jsonl",
+            eval_files={b: f"{DATA}/eval/{b}.jsonl" for b in BENCHMARKS},
+            ngram=config["data"]["decontamination"]["ngram"],
+            action=config["data"]["decontamination"]["action"],
+            max_overlap_ratio=config["data"]["decontamination"]["max_overlap_ratio"],
+            out_json=f"{DATA}/decontamination.json",
+            out_md=f"{DATA}/decontamination.md",
+        ),
+    log:
+        f"{LOGS}/data/decontamination.log",
+    benchmark:
+        f"{BENCH}/data/decontamination.tsv"
+    shell:
+        stage("decontaminate")
+
+
 rule data:
     input:
         rules.data_card.output,
+        rules.decontamination.output,
         expand(f"{DATA}/eval/{{benchmark}}.jsonl", benchmark=BENCHMARKS),
