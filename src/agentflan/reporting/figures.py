@@ -321,17 +321,23 @@ def _fig8(s: Summary, entries: list[rep.Entry]) -> Any:
     for ser in series:
         for p in ser["points"]:
             rows += _metric_rows(s, p["model_id"], f"Figure 8 series {ser['label']!r} size {p['size']}",
-                                 {"series": ser["label"], "params": float(p["params"]),
-                                  "size": str(p["size"])})
+                                 {"series": ser["label"], "size": str(p["size"]),
+                                  "params": float(p["params"]) if p.get("params") else None})
     df = pd.DataFrame(rows)
     metrics = [m for m, _ in AGENT_METRICS if m in set(df["metric"])]
+    # x: parameter count on a log axis when every point gives one, else the sizes in config order
+    log_x = df["params"].notna().all()
+    if not log_x:
+        order = list(dict.fromkeys(df["size"]))
+        df["params"] = [float(order.index(sz)) for sz in df["size"]]
     fig, axes = plt.subplots(1, len(metrics), figsize=(3.4 * len(metrics), 3.4), squeeze=False)
     ticks = df.drop_duplicates("params").sort_values("params")
     for ax, m in zip(axes[0], metrics):
         sub = df[df["metric"] == m]
         sns.lineplot(data=sub, x="params", y="score", hue="series", marker="o", errorbar=None,
                      estimator=None, sort=True, ax=ax, hue_order=[x["label"] for x in series])
-        ax.set_xscale("log")
+        if log_x:
+            ax.set_xscale("log")
         ax.set_xticks(list(ticks["params"]), list(ticks["size"]))
         ax.minorticks_off()
         ax.set_title(m, fontsize=8)

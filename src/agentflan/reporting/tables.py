@@ -214,12 +214,13 @@ class Summary:
                 key = (r["model_id"], r["benchmark"], r["metric"])
                 if key in out:
                     raise DataError(p, f"duplicate score {key}", line=i)
-                out[key] = _float(p, i, "value", r["value"])
+                if (r["value"] or "").strip():  # empty = the scorer could not compute this metric
+                    out[key] = _float(p, i, "value", r["value"])
             return out
         return self._cached("scores", load)
 
     def require_model(self, model_id: str, what: str) -> None:
-        if not any(k[0] == model_id for k in self.scores):
+        if model_id not in self._cached("score_models", lambda: {k[0] for k in self.scores}):
             raise DataError(self.path("scores.csv"),
                             f"model_id {model_id!r} (needed by {what}) has no scores")
 
@@ -283,12 +284,15 @@ class Summary:
     # data_card.json --------------------------------------------------------------------------
     @property
     def data_card(self) -> dict[str, dict]:
-        """``{source stem: {"rows", "tasks", ...}}`` (a ``"sources"`` wrapper is accepted)."""
+        """``{source stem: {"rows", "tasks", ...}}`` from the card's ``files`` object (a bare
+        object keyed by source, or a ``sources`` wrapper, is accepted too)."""
         def load():
             p = self.path("data_card.json")
             card = read_json(p)
-            if isinstance(card, dict) and isinstance(card.get("sources"), dict):
-                card = card["sources"]
+            for wrapper in ("files", "sources"):
+                if isinstance(card, dict) and isinstance(card.get(wrapper), dict):
+                    card = card[wrapper]
+                    break
             if isinstance(card, list):
                 card = {str(s.get("source")): s for s in card if isinstance(s, dict)}
             if not isinstance(card, dict):
@@ -655,7 +659,8 @@ def _table4(s: Summary, entries: list[rep.Entry]) -> Table:
 
 T5_COLUMNS = ("learning rate", "warmup LR", "warmup ratio", "LR schedule", "batch size", "epochs",
               "GPUs", "max sequence length", "method")
-T5_SOURCE = {"learning rate": "learning_rate", "warmup ratio": "warmup_ratio",
+T5_SOURCE = {"learning rate": "learning_rate", "warmup LR": "warmup_start_lr",
+             "warmup ratio": "warmup_ratio",
              "LR schedule": "lr_scheduler", "batch size": "batch_size", "epochs": "epochs",
              "GPUs": "devices", "max sequence length": "max_length", "method": "method"}
 
@@ -668,7 +673,7 @@ def _fmt_cfg(column: str, raw: str) -> str:
         x = float(raw)
     except ValueError:
         return raw
-    return fmt_sci(x) if column == "learning rate" else fmt_plain(x)
+    return fmt_sci(x) if column in ("learning rate", "warmup LR") else fmt_plain(x)
 
 
 def _table5(s: Summary, entries: list[rep.Entry]) -> Table:
@@ -685,10 +690,10 @@ def _table5(s: Summary, entries: list[rep.Entry]) -> Table:
             paper = _paper(idx, "table5", label, c)
             if row is None:
                 t.set(label, c, paper=paper, note=DEFAULT_ROW_REASON)
-            elif c == "warmup LR":
+            elif c == "warmup LR" and not (row.get("warmup_start_lr") or "").strip():
                 t.set(label, c, paper=paper,
-                      note="the package configures a warm-up ratio (column 'warmup ratio'), "
-                           "not a warm-up start LR", md="n/a (not configured: see warmup ratio)")
+                      note="train_config.csv has no warmup_start_lr; the warm-up is set by "
+                           "'warmup ratio'", md="n/a (not configured: see warmup ratio)")
             else:
                 v = _fmt_cfg(c, row[T5_SOURCE[c]])
                 t.set(label, c, ours=v, paper=paper)
@@ -720,6 +725,9 @@ def _table5(s: Summary, entries: list[rep.Entry]) -> Table:
 T6_TASKS = (("OS", ("os",)), ("DB", ("db", "database", "dbbench")),
             ("KG", ("kg", "knowledgegraph")), ("WebShop", ("webshop",)),
             ("ALFWorld", ("alfworld",)), ("Mind2Web", ("mind2web",)))
+
+
+RELEASE_PREFIXES = ("agent_instruct", "toolbench")
 
 
 def _norm(s: str) -> str:
@@ -768,12 +776,16 @@ def _table6(s: Summary, entries: list[rep.Entry]) -> Table:
           note="sum of rows over " + ", ".join(tb_srcs))
     t.set("Total", "samples", ours=str(ai_total + tb_total),
           paper=_paper(idx, "table6", "Total", "samples"), note="AgentInstruct subtotal + ToolBench")
-    for src in sorted(card):
+    release = [k for k in sorted(card) if k.startswith(RELEASE_PREFIXES)]
+    for src in release:
         t.set(f"file {src}", "samples", ours=str(int(card[src]["rows"])), paper="??",
               note="rows of the release file; per-file counts are unknown in the paper")
-    t.set("release files total", "samples", ours=str(sum(int(v["rows"]) for v in card.values())),
+    t.set("release files total", "samples", ours=str(sum(int(card[k]["rows"]) for k in release)),
           paper=_paper(idx, "release", "HF internlm/Agent-FLAN", "total rows (7 splits)"),
-          note="sum of rows over all source files; paper value: third-party conversion log")
+          note="sum of rows over the Agent-FLAN release files; paper value: third-party conversion log")
+    for src in (k for k in sorted(card) if k not in release):
+        t.set(f"file {src}", "samples", ours=str(int(card[src]["rows"])),
+              note="not an Agent-FLAN release file (general data); the paper gives no count")
     t.footnotes = [
         f"AgentInstruct task counts come from {ai_src} (the ReAct and chat-aligned AgentInstruct "
         "files hold the same trajectories); ToolBench = sum over " + ", ".join(tb_srcs) + ".",
