@@ -18,7 +18,7 @@ from .. import prompts
 from .pools import COUNTRIES, JOKES, NAMES, THINGS, TRANSLATIONS
 from .toolbench import general_exchange
 from .trajectories import SINGLE_KINDS, make_trajectory, make_api_trajectory
-from .world import API_TOOLS, TOOLS, World
+from .world import World
 
 # ============================================================================================
 # Shared families
@@ -331,6 +331,3 @@ def pretrain(w: World, rng: random.Random, n: int) -> list[dict]:
         out.append({"text": text})
     return out
 
-
-__all__ = ["word_problem", "FUNC_FAMILIES", "func_task", "sharegpt", "mmlu", "gsm8k", "humaneval",
-           "pretrain", "API_TOOLS", "TOOLS"]

@@ -20,7 +20,7 @@ import seaborn as sns  # noqa: E402
 
 from ..io import DataError, atomic_open  # noqa: E402
 from . import reported as rep  # noqa: E402
-from .tables import METRICS, NOT_RUN_COLUMN, Summary, fmt_num  # noqa: E402
+from .tables import METRICS, Summary, fmt_num  # noqa: E402
 
 FIGURE_IDS = tuple(f"fig{i}" for i in range(1, 9))
 DPI = 100
@@ -362,4 +362,4 @@ def build_figure(fig_id: str, summary_dir: Path, reported_path: Path, out_png: P
         _save(fig, Path(out_png))
 
 
-__all__ = ["build_figure", "figure1_data", "FIGURE_IDS", "NOT_RUN_COLUMN"]
+__all__ = ["build_figure", "figure1_data", "FIGURE_IDS"]

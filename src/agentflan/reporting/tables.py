@@ -414,6 +414,22 @@ def _row_order(paper_rows: list[str], config_rows: list[str]) -> list[str]:
     return paper_rows + [r for r in config_rows if r not in paper_rows]
 
 
+def _score_cell(t: Table, s: Summary, row: str, column: str, model_id: str, paper: str,
+                metric_column: str | None = None) -> float | None:
+    """Fill one cell from scores.csv (``metric_column`` names the METRICS key when it differs
+    from the display column). Returns the score, or None after noting why it is missing."""
+    key = metric_column or column
+    v = s.score(model_id, key)
+    if v is None:
+        bench, metric = METRICS[key]
+        reason = NOT_RUN_COLUMN[key] if key in NOT_RUN_COLUMN and not s.has_column(key) \
+            else f"no {bench}/{metric} score for {model_id} in scores.csv"
+        t.set(row, column, paper=paper, note=reason)
+    else:
+        t.set(row, column, ours=fmt_num(v), paper=paper)
+    return v
+
+
 def _paper(idx: dict, table_id: str, row: str, column: str, **kw) -> str:
     e = idx.get((table_id, row, column))
     return "" if e is None else fmt_paper(e.value, **kw)
@@ -442,15 +458,9 @@ def _table1(s: Summary, entries: list[rep.Entry]) -> Table:
             if mid is None:
                 t.set(label, c, paper=paper, note=NOT_RUN_ROW.get(label, DEFAULT_ROW_REASON))
                 continue
-            v = s.score(mid, c)
-            if v is None:
-                bench, metric = METRICS[c]
-                reason = NOT_RUN_COLUMN.get(c) if not s.has_column(c) else \
-                    f"no {bench}/{metric} score for {mid} in scores.csv"
-                t.set(label, c, paper=paper, note=reason)
-            else:
+            v = _score_cell(t, s, label, c, mid, paper)
+            if v is not None:
                 vals[c] = v
-                t.set(label, c, ours=fmt_num(v), paper=paper)
         paper_overall = _paper(idx, "table1", label, "Overall")
         if mid is None:
             t.set(label, "Overall", paper=paper_overall,
@@ -532,13 +542,7 @@ def _table2(s: Summary, entries: list[rep.Entry]) -> Table:
         for c in cols:
             paper = _paper(idx, "table2", label, c)
             if c in ("T-Eval", "HotpotQA"):
-                v = s.score(e["model_id"], c)
-                if v is None:
-                    bench, metric = METRICS[c]
-                    t.set(label, c, paper=paper,
-                          note=f"no {bench}/{metric} score for {e['model_id']} in scores.csv")
-                else:
-                    t.set(label, c, ours=fmt_num(v), paper=paper)
+                _score_cell(t, s, label, c, e["model_id"], paper)
                 continue
             key = {"Tokens": "tokens_trained", "Samples": "n_samples"}.get(c) \
                 or "tokens_trained_" + c.split(" ", 1)[1]
@@ -576,12 +580,7 @@ def _simple_score_table(s: Summary, entries: list[rep.Entry], table_id: str,
             if mid is None:
                 t.set(label, c, paper=paper, note=DEFAULT_ROW_REASON)
                 continue
-            v = s.score(mid, c)
-            if v is None:
-                bench, metric = METRICS[c]
-                t.set(label, c, paper=paper, note=f"no {bench}/{metric} score for {mid} in scores.csv")
-            else:
-                t.set(label, c, ours=fmt_num(v), paper=paper)
+            _score_cell(t, s, label, c, mid, paper)
     return t
 
 
@@ -633,14 +632,9 @@ def _table4(s: Summary, entries: list[rep.Entry]) -> Table:
             vals = []
             for c, mid in ((f"{b} general-only", e["general_model_id"]),
                            (f"{b} general+agent", e["agent_model_id"])):
-                v = s.score(mid, b)
-                if v is None:
-                    bench, metric = METRICS[b]
-                    t.set(label, c, paper=absolute_paper,
-                          note=f"no {bench}/{metric} score for {mid} in scores.csv")
-                else:
+                v = _score_cell(t, s, label, c, mid, absolute_paper, metric_column=b)
+                if v is not None:
                     vals.append(float(fmt_num(v)))
-                    t.set(label, c, ours=fmt_num(v), paper=absolute_paper)
             if len(vals) == 2:
                 t.set(label, dcol, ours=fmt_num(vals[1] - vals[0], sign=True), paper=dpaper)
             else:
