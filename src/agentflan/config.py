@@ -103,6 +103,8 @@ def training_recipe(config: dict, size: str, pretrain: bool = False) -> dict:
     else:
         recipe.update(config["training"]["per_size"].get(size, {}))
     recipe["max_length"] = config["data"]["max_length"]
+    if recipe.get("deepspeed") and not Path(recipe["deepspeed"]).is_absolute():
+        recipe["deepspeed"] = str(ROOT / recipe["deepspeed"])
     if not recipe.get("per_device_batch_size"):
         recipe["per_device_batch_size"] = recipe["batch_size"]
     return recipe

@@ -1,7 +1,7 @@
 # Result summaries, one rule per paper table and figure, and the diff against the paper.
 # Code: agentflan.stages.summarize, agentflan.reporting; reported numbers: paper/paper_reported.yaml.
 
-REPORTED = "paper/paper_reported.yaml"
+REPORTED = str(Path(workflow.basedir) / "paper" / "paper_reported.yaml")
 TABLE_IDS = [f"table{i}" for i in range(1, 7)]
 FIGURE_IDS = [f"fig{i}" for i in range(1, 9)]
 SUMMARY = f"{RESULTS}/summary"
