@@ -152,11 +152,9 @@ def _review_sample(w: World, rng: random.Random) -> dict:
         wrong = rng.choice([n for n in KIND_OF_API if n != s.api])
         ws = make_api_trajectory(w, rng, "eval", KIND_OF_API[wrong]).steps[0]
         api, args, obs = ws.api, ws.args, ws.observation
-        if TOOLS[wrong] not in tools:
-            tools = tools[:2] + [TOOLS[wrong]]
-            rng.shuffle(tools)
-            if TOOLS[s.api] not in tools:
-                tools[0] = TOOLS[s.api]
+        rest = [x for x in tools if x["name"] not in (s.api, wrong)]
+        tools = [TOOLS[s.api], TOOLS[wrong]] + rest[:1]
+        rng.shuffle(tools)
     conv = [_msg("system", prompts.render_tool_system(tools, react=False)), _msg("user", t.query),
             _msg("assistant", s.thought), _msg("user", rng.choice(ELICIT_NAME)),
             _msg("assistant", api), _msg("user", rng.choice(ELICIT_ARGS)),

@@ -224,11 +224,16 @@ def mmlu(rng: random.Random, n: int) -> list[dict]:
             q, subj = f"What is {x} {op} {y}?", "elementary_mathematics"
             ch, ans = _choices(rng, val, [val + d for d in (-10, -2, -1, 1, 2, 10)])
         else:
-            f = random_func(rng)
+            fam, k = rng.randrange(len(FUNC_FAMILIES)), rng.randrange(2, 10)
+            f = func_task(fam, k)
             inp, out_ = f["cases"][0]
             q = f"In Python, what does {f['name']}({inp}) return if the function body is `{f['body']}`?"
             subj = "high_school_computer_science"
-            ch, ans = _choices(rng, out_, [out_ + "0", out_ + "1", "None", repr(inp), "'error'", "[]"])
+            # distractors: the same family with other constants, other inputs, generic values
+            wrong = [func_task(fam, k2)["cases"][0][1] for k2 in range(2, 10) if k2 != k]
+            wrong += [e for _, e in f["cases"][1:]] + ["None", "0", "-1", "''"]
+            wrong = [x for x in dict.fromkeys(wrong) if x != out_]
+            ch, ans = _choices(rng, out_, wrong)
         out.append({"question": q, "subject": subj, "choices": ch, "answer": ans})
     return out
 

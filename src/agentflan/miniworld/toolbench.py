@@ -323,8 +323,12 @@ def negative_reply(t: Trajectory, rng: random.Random) -> str:
 
 def render_negative(w: World, rng: random.Random, kind_rng: random.Random, case: str
                     ) -> list[dict]:
-    """``case`` "b": irrelevant tools in a ReAct system prompt; "c": no tools at all."""
-    if rng.random() < 0.2:
+    """``case`` "b": irrelevant tools in a ReAct system prompt; "c": no tools at all.
+
+    Case (c) queries are always tool-like (ToolBench queries in the paper); case (b) queries are
+    tool-like queries the attached tools cannot serve, or (20 %) general queries.
+    """
+    if case == "b" and rng.random() < 0.2:
         query, reply = general_exchange(rng)
         needed: list[str] = []
     else:

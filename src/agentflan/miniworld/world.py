@@ -143,6 +143,7 @@ class World:
                 self.films[title] = {"year": year, "genre": rng.choice(GENRES),
                                      "director": rng.choice(directors),
                                      "town": rng.choice(pool["town"]), "split": split}
+                self.people[self.films[title]["director"]]["profession"] = "film director"
             prefix = pool["package_prefix"][0]
             codes = set()
             while len(codes) < 12:
@@ -171,7 +172,8 @@ class World:
                     f" It was filmed in {f['town']}."]
         if title in self.people:
             p = self.people[title]
-            return [f"{title} is a {p['profession']} from {p['country']} born in {p['born']}.",
+            art = "an" if p["profession"][0] in "aeiou" else "a"
+            return [f"{title} is {art} {p['profession']} from {p['country']} born in {p['born']}.",
                     f" {title} was born in the town of {p['town']}."]
         if title in self.towns:
             t = self.towns[title]
