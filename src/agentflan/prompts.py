@@ -16,19 +16,16 @@ ACTION_INPUT = "Action Input:"
 OBSERVATION = "Observation:"
 FINISH_ACTION = "FinalAnswer"
 
-TOOL_PREAMBLE = ("You are a helpful assistant. Answer the following questions as best you can. "
-                 "You have access to the following tools:")
+TOOL_PREAMBLE = "You are a helpful assistant. You can use the following tools:"
 NO_TOOL_SYSTEM = "You are a helpful assistant."
 
 REACT_FORMAT_INSTRUCTION = (
-    "Use the following format:\n"
-    "Thought: think about what to do next\n"
-    "Action: the tool to call, one of [{names}]\n"
-    "Action Input: the arguments of the tool as a JSON object\n"
-    "Observation: the result of the tool\n"
-    "... (Thought/Action/Action Input/Observation can repeat)\n"
-    "When you know the answer, call Action: " + FINISH_ACTION + " with Action Input: "
-    "{{\"answer\": the final answer}}"
+    "Reply in this format:\n"
+    "Thought: what to do next\n"
+    "Action: one of [{names}]\n"
+    "Action Input: the arguments as JSON\n"
+    "The tool result comes back as Observation. To answer, use Action: " + FINISH_ACTION
+    + " with Action Input: {{\"answer\": ...}}"
 )
 
 

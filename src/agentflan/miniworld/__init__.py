@@ -34,7 +34,7 @@ from typing import Any, Callable
 from .. import io
 from . import agentinstruct, evalsets, general, toolbench
 from .trajectories import trajectory_pool
-from .world import TOOLS, WIKI_SEARCH_TOOL, World, render_observation
+from .world import TOOLS, WIKI_SEARCH_TOOL, WIKI_TOOLS, World, render_observation, render_wiki_observation
 
 DEFAULT_SCALE: dict[str, int] = {
     "toolbench_pool": 600,         # abstract ToolBench trajectories, split 10/60/30
@@ -67,8 +67,8 @@ PATHS = {
 }
 MANIFEST = "MANIFEST.json"
 
-__all__ = ["DEFAULT_SCALE", "generate", "build", "World", "TOOLS", "WIKI_SEARCH_TOOL",
-           "render_observation", "AGENT_FLAN_STEMS", "PATHS"]
+__all__ = ["DEFAULT_SCALE", "generate", "build", "World", "TOOLS", "WIKI_SEARCH_TOOL", "WIKI_TOOLS",
+           "render_observation", "render_wiki_observation", "AGENT_FLAN_STEMS", "PATHS"]
 
 
 def _rng(seed: int, name: str) -> random.Random:

@@ -56,13 +56,12 @@ def _dumps(obj) -> str:
 # OS
 # ============================================================================================
 
-OS_CORE = ("You are an assistant that will act like a person. I will play the role of a Linux "
-           "operating system. Your goal is to do the operations I ask for or answer my questions.")
-OS_RULES = ("For each of your turns, first think about what to do, then take exactly one of the "
-            "three actions: \"bash\", \"finish\" or \"answer\".\n"
-            "1. To run bash code, write: Think: your thought.\n\nAct: bash\n\n```bash\n# your bash code\n```\n"
-            "2. If the task is finished, write: Think: your thought.\n\nAct: finish\n"
-            "3. If you have the answer, write: Think: your thought.\n\nAct: answer(your answer)")
+OS_CORE = ("You are an assistant that acts like a person using a Linux system. Do the "
+           "operations I ask for or answer my questions.")
+OS_RULES = ("In each turn, think first, then take one action.\n"
+            "To run bash code:\nThink: your thought.\n\nAct: bash\n\n```bash\n# your code\n```\n"
+            "When the task is done:\nThink: your thought.\n\nAct: finish\n"
+            "When you have the answer:\nThink: your thought.\n\nAct: answer(your answer)")
 OS_USERS = ["alice", "bob", "carol", "dave", "erin"]
 OS_DIRS = ["docs", "photos", "music", "work", "notes", "backup"]
 OS_LINES = ["hello world", "buy milk and eggs", "meeting at ten", "the sky is blue",
@@ -87,19 +86,22 @@ def os_episode(w: World, rng: random.Random) -> Episode:
     if form == 0:
         d, n = rng.choice(OS_DIRS), rng.randrange(2, 15)
         problem = f"How many files are in the directory /home/{u}/{d}?"
-        steps = [_os_bash(f"I need to count the files in /home/{u}/{d}.", f"ls /home/{u}/{d} | wc -l", str(n)),
+        steps = [_os_bash(f"I need to count the files in /home/{u}/{d}.",
+                          f"ls /home/{u}/{d} | wc -l", str(n)),
                  _os_answer(f"The output shows {n} files.", str(n))]
     elif form == 1:
         line = rng.choice(OS_LINES)
         problem = f"What is the first line of the file /home/{u}/todo.txt?"
-        steps = [_os_bash("I need to print the first line of the file.", f"head -n 1 /home/{u}/todo.txt", line),
+        steps = [_os_bash("I need to print the first line of the file.",
+                          f"head -n 1 /home/{u}/todo.txt", line),
                  _os_answer(f"The first line is {line}.", line)]
     elif form == 2:
         d = rng.choice(OS_DIRS)
         problem = f"Create a directory named {d} in /home/{u}."
         steps = [_os_bash(f"I need to create the directory /home/{u}/{d}.", f"mkdir /home/{u}/{d}", ""),
-                 AIStep("The directory has been created.", "Think: The directory has been created.\n\nAct: finish",
-                        None, None, None, final="The directory has been created, so the task is finished.")]
+                 AIStep("The directory has been created.",
+                        "Think: The directory has been created.\n\nAct: finish", None, None, None,
+                        final="The directory has been created, so the task is finished.")]
     else:
         word, n = rng.choice(OS_WORDS), rng.randrange(0, 9)
         problem = f"How many lines of /home/{u}/log.txt contain the word {word}?"
@@ -114,13 +116,10 @@ def os_episode(w: World, rng: random.Random) -> Episode:
 # DB
 # ============================================================================================
 
-DB_CORE = ("I will ask you a question, then you should help me operate a MySQL database with SQL "
-           "to answer the question.")
-DB_RULES = ("You have to explain the problem and your solution to me and write down your "
-            "thoughts. Every round you can choose to operate or to answer.\n"
-            "To operate, write:\nAction: Operation\n```sql\nSELECT * FROM table WHERE condition;\n```\n"
-            "Your SQL should be in one line.\n"
-            "When you have the answer, write:\nAction: Answer\nFinal Answer: [\"ANSWER1\", \"ANSWER2\", ...]")
+DB_CORE = "Help me answer the question by operating a MySQL database with SQL."
+DB_RULES = ("Explain your thoughts, then operate or answer.\nTo operate:\nAction: Operation\n"
+            "```sql\nSELECT * FROM table WHERE condition;\n```\n"
+            "To answer:\nAction: Answer\nFinal Answer: [\"ANSWER\"]")
 DB_PRODUCTS = ["lamp", "chair", "desk", "kettle", "pillow", "mirror", "clock", "basket"]
 
 
@@ -170,15 +169,13 @@ def db_episode(w: World, rng: random.Random) -> Episode:
 # KG
 # ============================================================================================
 
-KG_CORE = ("You are an agent that answers questions based on the knowledge stored in a knowledge "
-           "base. You can use the following tools to query the KB.\n"
-           "1. get_relations(variable: var) -> list of relations\n"
-           "2. get_neighbors(variable: var, relation: str) -> variable\n"
-           "3. intersection(variable1: var, variable2: var) -> variable")
-KG_RULES = ("Each variable is an id starting from 0: #0 is the first variable, #1 the second, "
-            "and so on. Once you find the answer, respond with 'Final Answer: #id'. "
-            "You can only take ONE action at a time. Use the format:\n"
-            "Thought: your thought\nAction: the action")
+KG_CORE = ("Answer the question with a knowledge base. Tools:\n"
+           "1. get_relations(variable) -> list of relations\n"
+           "2. get_neighbors(variable, relation) -> variable\n"
+           "3. intersection(variable1, variable2) -> variable")
+KG_RULES = ("Variables are #0, #1, and so on. Take one action at a time, in the format:\n"
+            "Thought: your thought\nAction: the action\n"
+            "When you find the answer, write Final Answer: #id.")
 
 
 def _kg(think: str, fn: str, args: list[str], obs: str) -> AIStep:
@@ -218,11 +215,9 @@ def kg_episode(w: World, rng: random.Random) -> Episode:
 # WebShop
 # ============================================================================================
 
-WS_CORE = ("You are web shopping. I will give you instructions about what to do. Every round I "
-           "will give you an observation, and you respond with one action.")
-WS_RULES = ("An action is search[keywords] or click[value]. The value in click must be one of the "
-            "clickable values on the page. Use the following format:\n\nThought:\nI think ...\n\n"
-            "Action:\nclick[something]")
+WS_CORE = ("You are web shopping. Every round I give you an observation, and you respond "
+           "with one action: search[keywords] or click[value].")
+WS_RULES = "Use the format:\nThought:\nI think ...\n\nAction:\nclick[something]"
 WS_COLORS = ["red", "blue", "green", "black", "white", "yellow"]
 WS_ITEMS = ["shirt", "mug", "lamp", "backpack", "scarf", "pillow"]
 
@@ -260,10 +255,8 @@ def webshop_episode(w: World, rng: random.Random) -> Episode:
 # ALFWorld
 # ============================================================================================
 
-AW_CORE = ("Interact with a household to solve a task. You are an agent in a household "
-           "environment and your target is to complete the task goal.")
-AW_RULES = ("For each turn you get the observation of the last turn. Think about the situation "
-            "and then output one action. Your output must follow this format:\n"
+AW_CORE = "Interact with a household to solve a task."
+AW_RULES = ("Each turn, think and then give one action, in the format:\n"
             "Thought: your thoughts.\nAction: your next action")
 AW_OBJECTS = ["mug", "apple", "book", "pen", "plate", "key", "towel", "cup"]
 AW_RECEPTACLES = ["countertop", "shelf", "drawer", "cabinet", "desk", "table", "sidetable"]
@@ -278,8 +271,7 @@ def alfworld_episode(w: World, rng: random.Random) -> Episode:
     src, tgt = rng.sample(AW_RECEPTACLES, 2)
     seen = sorted(rng.sample(AW_RECEPTACLES, 4) + [src, tgt])
     room = ", ".join(f"a {r} 1" for r in dict.fromkeys(seen))
-    problem = (f"Here is your task. You are in the middle of a room. Looking quickly around you, "
-               f"you see {room}.\nYour task is to: put a {obj} in/on the {tgt}.")
+    problem = f"You are in a room. You see {room}.\nYour task is to: put a {obj} in/on the {tgt}."
     steps = [
         _aw(f"The {obj} may be on the {src}.", f"go to {src} 1",
             f"On the {src} 1, you see a {obj} 1 and a {other} 1."),
@@ -295,9 +287,10 @@ def alfworld_episode(w: World, rng: random.Random) -> Episode:
 # Mind2Web
 # ============================================================================================
 
-M2W_CORE = "You are a helpful assistant that is great at website design, navigation, and executing tasks for the user."
-M2W_RULES = ("Answer with the letter of the correct choice and the operation, in this format:\n"
-             "Thought: your thought\nAnswer: the letter.\nAction: CLICK or TYPE\nValue: the text to type")
+M2W_CORE = ("You are great at navigating websites for the user. Pick one choice (for example "
+            "Answer: B.) and one operation: CLICK or TYPE.")
+M2W_RULES = ("Answer in this format:\nThought: your thought\nAnswer: the letter.\n"
+             "Action: CLICK or TYPE\nValue: the text to type")
 
 
 def mind2web_episode(w: World, rng: random.Random) -> Episode:
@@ -319,9 +312,8 @@ def mind2web_episode(w: World, rng: random.Random) -> Episode:
                         [f"{letters[i]}. {elements[k]}" for i, k in enumerate(order)])
     letter = letters[order.index(target)]
     html = "<html> <div> " + " ".join(elements[k] for k in sorted(elements)) + " </div> </html>"
-    problem = (f"'''\n{html}\n'''\n\nBased on the HTML webpage above, try to complete the following "
-               f"task:\nTask: Search for flights from {o} to {d}.\nPrevious actions:\n{prev}\n"
-               f"What should be the next action? Please select from the following choices:\n\n{choices}")
+    problem = (f"'''\n{html}\n'''\n\nTask: Search for flights from {o} to {d}.\n"
+               f"Previous actions:\n{prev}\nWhat should be the next action? Choices:\n\n{choices}")
     tail = f"\nValue: {value}" if value else ""
     react = f"Thought: {think}\nAnswer: {letter}.\nAction: {op}{tail}"
     step = AIStep(think, react, letter, f"{op}: {value}" if value else op, None)

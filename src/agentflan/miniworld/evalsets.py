@@ -49,11 +49,8 @@ KIND_OF_API = {"get_weather": "weather", "get_time": "time", "convert_currency":
                "book_table": "book_table", "track_package": "track"}
 
 REVIEW_QUESTION = ("Review the last API call. Answer with one letter:\n"
-                   "A. The call succeeded and answers the question.\n"
-                   "B. The call used wrong arguments.\n"
-                   "C. The API returned an error.\n"
-                   "D. The wrong API was called.\n"
-                   "E. None of the above.")
+                   "A. It worked.\nB. Wrong arguments.\nC. The API returned an error.\n"
+                   "D. Wrong API.\nE. None of the above.")
 
 
 def _msg(role: str, content: str) -> dict:

@@ -113,7 +113,7 @@ def random_func(rng: random.Random) -> dict:
 def _sg_fact(rng):
     c = rng.choice(COUNTRIES)
     turns = [(f"What is the capital of {c['name']}?", f"The capital of {c['name']} is {c['capital']}."),
-             (f"And what language do people speak there?", f"People in {c['name']} speak {c['language']}."),
+             ("And what language do people speak there?", f"People in {c['name']} speak {c['language']}."),
              ("Is there a big river?", f"Yes, the {c['river']} river flows through {c['name']}.")]
     return turns[:rng.randint(1, 3)]
 
@@ -145,7 +145,8 @@ def _sg_chat(rng):
     if form == 2:
         text = rng.choice(list(TRANSLATIONS))
         lang = rng.choice(list(TRANSLATIONS[text]))
-        return [(f"How do you say '{text}' in {lang}?", f"In {lang}, '{text}' is '{TRANSLATIONS[text][lang]}'.")]
+        return [(f"How do you say '{text}' in {lang}?",
+                 f"In {lang}, '{text}' is '{TRANSLATIONS[text][lang]}'.")]
     x, y = rng.randrange(2, 30), rng.randrange(2, 30)
     return [(f"What is {x} times {y}?", f"{x} times {y} is {x * y}.")]
 
@@ -154,7 +155,8 @@ def _sg_foreign(rng):
     c = rng.choice(COUNTRIES)
     return rng.choice([
         [(f"{c['name']}的首都是哪里？", f"{c['name']}的首都是{c['capital']}。")],
-        [(f"Какая столица страны {c['name']}?", f"Столица страны {c['name']} — {c['capital']}.")],
+        [(f"Какая столица страны {c['name']}?",
+          f"Столица страны {c['name']} — {c['capital']}.")],
         [(f"¿Cuál es la capital de {c['name']}?", f"La capital de {c['name']} es {c['capital']}.")],
     ])
 
@@ -281,7 +283,7 @@ def _react_transcript(w: World, rng: random.Random) -> str:
     parts = [prompts.render_tool_system(t.tools, react=True), f"Question: {query}"]
     for s in steps:
         parts.append(prompts.render_react_step(s.thought, s.api, s.args))
-        parts.append(f"{prompts.OBSERVATION} {s.observation}")
+        parts.append(f"{prompts.OBSERVATION} {s.payload}")
     parts.append(prompts.render_react_step(final_thought, prompts.FINISH_ACTION, {"answer": answer}))
     return "\n".join(parts)
 

@@ -40,7 +40,7 @@ TRAIN: dict[str, list[str]] = {
                    "Le Petit Four", "Spice Garden", "Harbor Grill", "Mama Rosa", "Green Leaf"],
     "phrase": ["good morning", "thank you", "see you tomorrow", "where is the station",
                "I like tea", "the food is good"],
-    "currency": ["USD", "EUR", "GBP", "JPY", "INR"],
+    "currency": ["EUR", "GBP", "JPY", "INR"],
     "package_prefix": ["PK"],
 }
 
@@ -64,6 +64,8 @@ EVAL: dict[str, list[str]] = {
 
 SPLITS = {"train": TRAIN, "eval": EVAL}
 
+# Stock prices are in US dollars, so "USD" is shared by both splits (in neither pool).
+BASE_CURRENCY = "USD"
 # US dollars per unit of each currency (fixed; the converter multiplies through USD).
 USD_PER_UNIT = {"USD": 1.0, "EUR": 1.1, "GBP": 1.25, "JPY": 0.007, "INR": 0.012,
                 "CHF": 1.15, "CAD": 0.75, "SEK": 0.095, "AUD": 0.65}

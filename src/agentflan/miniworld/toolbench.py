@@ -24,7 +24,8 @@ One abstract trajectory pool is partitioned 10 % / 60 % / 30 % and rendered as
 * ``toolbench_negative`` -- Agent-FLAN negative samples: case (c) no tools, case (b) irrelevant
   tools in a ReAct system prompt; the reply is plain text without any tool call.
 
-Every observation is a user turn holding ``{"error": "", "response": "..."}``.
+Every API observation is a user turn holding ``{"error": "", "response": "..."}``; a wiki
+``Search`` observation is the HotpotQA harness's user turn ``Observation: <paragraph>``.
 """
 from __future__ import annotations
 
@@ -52,11 +53,10 @@ INSTRUCT_PLAN_SHARE = 0.2      # j1s1 records asking for a plan (half JSON list,
 FINAL_ACTION = "FinalAction"
 FINAL_ACTION_API = {
     "name": FINAL_ACTION,
-    "description": "Call this at the end of the task to give the final answer.",
+    "description": "Give the final answer at the end of the task.",
     "parameters": {"type": "object", "properties": {
-        "return_type": {"type": "string", "description": "give_answer or give_up_and_restart"},
-        "final_answer": {"type": "string", "description": "the final answer to the user"}},
-        "required": ["return_type"]},
+        "return_type": {"type": "string"}, "final_answer": {"type": "string"}},
+        "required": ["return_type", "final_answer"]},
 }
 
 
@@ -73,11 +73,28 @@ def turn(role: str, content: str, loss=...) -> dict:
 
 
 def partition(pool: list, shares=(0.1, 0.6, 0.3)) -> list[list]:
-    """Consecutive slices of ``pool`` with the given shares (the pool is already random)."""
+    """Split ``pool`` into parts with the given shares, stratified by trajectory family.
+
+    Part sizes are ``round(n * share)`` (the last part takes the rest). Within each family
+    (single / multi / wiki) items go to parts in pool order with the same shares, so even the
+    small ReAct part gets its proportional share of wiki multi-hop trajectories; each part keeps
+    the pool order.
+    """
     n = len(pool)
-    a = round(n * shares[0])
-    b = a + round(n * shares[1])
-    return [pool[:a], pool[a:b], pool[b:]]
+    sizes = [round(n * sh) for sh in shares[:-1]]
+    sizes.append(n - sum(sizes))
+    families: dict[str, list[int]] = {}
+    for i, t in enumerate(pool):
+        families.setdefault(getattr(t, "family", ""), []).append(i)
+    # order items so that consecutive slices of ``sizes`` are stratified: interleave the
+    # families by their relative position (i-th of m items sits at (i + 0.5) / m)
+    keyed = sorted(((k + 0.5) / len(idxs), i) for idxs in families.values() for k, i in enumerate(idxs))
+    order = [i for _, i in keyed]
+    parts, start = [], 0
+    for size in sizes:
+        parts.append([pool[i] for i in sorted(order[start:start + size])])
+        start += size
+    return parts
 
 
 # ============================================================================================
@@ -90,11 +107,9 @@ def react_json_template(rng: random.Random, keys: tuple[str, str, str]) -> str:
         return ("Respond with one JSON object per step:\n```\n{\n"
                 f"  // your reasoning\n  \"{k1}\": string,\n"
                 f"  // the API to call\n  \"{k2}\": string,\n"
-                f"  // the arguments of the API\n  \"{k3}\": Record<string, any>\n}}\n```\n"
-                f"At the end, call {FINAL_ACTION}.")
-    return (f"Answer in the following format: one JSON object with the key \"{k1}\" for your "
-            f"reasoning, the key \"{k2}\" for the API to call and the key \"{k3}\" for its "
-            f"arguments. At the end, call {FINAL_ACTION}.")
+                f"  // its arguments\n  \"{k3}\": object\n}}\n```")
+    return (f"Respond with one JSON object per step, with the key \"{k1}\" for your reasoning, "
+            f"\"{k2}\" for the API and \"{k3}\" for its arguments.")
 
 
 def render_react_text(t: Trajectory) -> list[dict]:
@@ -118,7 +133,8 @@ def render_react_json(t: Trajectory, rng: random.Random) -> list[dict]:
         conv.append(turn("assistant", dumps({keys[0]: s.thought, keys[1]: s.api, keys[2]: s.args}), True))
         conv.append(turn("user", s.observation))
     final = {"return_type": "give_answer", "final_answer": t.answer}
-    conv.append(turn("assistant", dumps({keys[0]: t.final_thought, keys[1]: FINAL_ACTION, keys[2]: final}), True))
+    last = {keys[0]: t.final_thought, keys[1]: FINAL_ACTION, keys[2]: final}
+    conv.append(turn("assistant", dumps(last), True))
     return conv
 
 
@@ -177,7 +193,8 @@ def cot_call_text(s) -> str:
 
 
 def plan_lines(t: Trajectory) -> str:
-    lines = [f"{i + 1}. Use {s.api} to {s.purpose}." for i, s in enumerate(t.steps)]
+    """Numbered plan, one API per line with its arguments (what T-Eval's plan_str parser reads)."""
+    lines = [f"{i + 1}. Use {s.api} with {dumps(s.args)}." for i, s in enumerate(t.steps)]
     return f"I will solve this in {len(t.steps)} steps:\n" + "\n".join(lines)
 
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
-from .pools import LANGUAGES
-from .world import API_TOOLS, TOOLS, WIKI_SEARCH_TOOL, World, fmt_num, render_observation
+from .pools import BASE_CURRENCY, LANGUAGES
+from .world import (API_TOOLS, TOOLS, WIKI_TOOLS, World, fmt_num, render_observation,
+                    render_wiki_observation)
 
 
 @dataclass
@@ -24,8 +25,18 @@ class Step:
     error: str = ""
 
     @property
-    def observation(self) -> str:
+    def payload(self) -> str:
+        """The tool result: ToolBench envelope (API tools) or the page text (wiki Search)."""
+        if self.api == "Search":
+            return self.response
         return render_observation(self.response, self.error)
+
+    @property
+    def observation(self) -> str:
+        """The user turn that shows the result to the model."""
+        if self.api == "Search":
+            return render_wiki_observation(self.response)
+        return self.payload
 
 
 @dataclass
@@ -47,7 +58,8 @@ def purpose(api: str, a: dict) -> str:
     return {
         "get_weather": lambda: f"get the weather in {a['city']}",
         "get_time": lambda: f"get the local time in {a['city']}",
-        "convert_currency": lambda: f"convert {fmt_num(a['amount'])} {a['from_currency']} to {a['to_currency']}",
+        "convert_currency": lambda: (f"convert {fmt_num(a['amount'])} {a['from_currency']} "
+                                     f"to {a['to_currency']}"),
         "search_flights": lambda: f"find flights from {a['origin']} to {a['destination']}",
         "get_movie_details": lambda: f"get the details of the movie {a['title']}",
         "get_stock_price": lambda: f"get the stock price of {a['symbol']}",
@@ -213,12 +225,10 @@ def _flight_weather(w, rng, split, b):
 def _stock_convert(w, rng, split, b):
     s = _pick(w, rng, split, "symbol")
     cur = _pick(w, rng, split, "currency")
-    if cur == "USD":
-        cur = "EUR"
     q = f"What is the price of {s} stock in {cur}?"
     r1 = b.call("get_stock_price", {"symbol": s})
     price = r1["price_usd"]
-    args = {"amount": price, "from_currency": "USD", "to_currency": cur}
+    args = {"amount": price, "from_currency": BASE_CURRENCY, "to_currency": cur}
     r2 = b.call("convert_currency", args, thought=(
         f"The price of {s} is {price} dollars. Now I need to {purpose('convert_currency', args)}."))
     return q, f"The price of {s} is {price} USD, which is {fmt_num(r2['result'])} {cur}."
@@ -243,9 +253,13 @@ MULTI_KINDS = {"weather_time": _weather_time, "time_two": _time_two,
 DEPENDENT_KINDS = {"stock_convert", "calc_chain"}
 
 
+EXTRA_TOOL_WEIGHTS = (0.5, 0.35, 0.15)   # P(0, 1, 2 distractor tools); at most 3 tools in all
+
+
 def _tool_list(rng: random.Random, needed: list[str], max_tools: int = 3) -> list[dict]:
     """The needed tools plus random distractors, 1-3 in all, shuffled."""
-    total = max(len(needed), rng.randint(1, max_tools))
+    extra = rng.choices(range(len(EXTRA_TOOL_WEIGHTS)), weights=EXTRA_TOOL_WEIGHTS)[0]
+    total = min(max_tools, len(needed) + extra)
     others = [n for n in API_TOOLS if n not in needed]
     names = list(needed) + rng.sample(others, total - len(needed))
     rng.shuffle(names)
@@ -364,7 +378,7 @@ def make_wiki_trajectory(w: World, rng: random.Random, split: str, qtype: str | 
     wq = wiki_question(w, rng, split, qtype)
     steps = [Step(thought, "Search", {"entity": title}, purpose("Search", {"entity": title}),
                   w.response("Search", {"entity": title})) for title, thought in wq["hops"]]
-    return Trajectory(kind=f"wiki_{qtype}", family="wiki", split=split, tools=[WIKI_SEARCH_TOOL],
+    return Trajectory(kind=f"wiki_{qtype}", family="wiki", split=split, tools=list(WIKI_TOOLS),
                       query=wq["question"], steps=steps, final_thought=wq["final_thought"],
                       answer=wq["answer"], independent=False, meta={"wiki": wq})
 

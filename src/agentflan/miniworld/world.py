@@ -7,10 +7,12 @@
   :meth:`World.call`, which maps ``(api, args)`` to a result dict. Every observation is a pure
   function of ``(seed, api, args)`` (hash-based draws or table look-ups), so the same call gives
   the same observation in every file, training or evaluation.
-* :func:`render_observation` -- the one observation envelope used everywhere tool results are
-  shown to the model (ToolBench style ``{"error": "", "response": "..."}``). Evaluation harnesses
-  that simulate tools (HotpotQA Search, Agent-H follow-ups) should use it too, so observations look
-  the same in training and evaluation.
+* :func:`render_observation` -- the observation envelope of API tools (ToolBench style
+  ``{"error": "", "response": "..."}``), a user turn in every file.
+* The wiki tools are the HotpotQA harness's own ``Search``/``Lookup`` definitions
+  (:data:`agentflan.evaluation.hotpotqa.TOOLS`), and a wiki observation is the harness's user turn
+  ``Observation: <paragraph>`` (:func:`render_wiki_observation`), so multi-hop training data and
+  the HotpotQA evaluation prompt are identical in form.
 """
 from __future__ import annotations
 
@@ -21,6 +23,8 @@ import operator
 import random
 from typing import Any
 
+from .. import prompts
+from ..evaluation.hotpotqa import LOOKUP_TOOL, SEARCH_TOOL
 from .pools import (COUNTRIES, EVAL, GENRES, INGREDIENTS, LANGUAGES, PACKAGE_STATUS, PROFESSIONS,
                     SPLITS, TRAIN, TRANSLATIONS, USD_PER_UNIT, WEATHER_CONDITIONS)
 
@@ -40,45 +44,50 @@ def _tool(name: str, description: str, props: dict, required: list[str]) -> dict
 
 TOOLS: dict[str, dict] = {t["name"]: t for t in [
     _tool("get_weather", "Get the current weather in a city.",
-          {"city": _string("the name of the city")}, ["city"]),
+          {"city": _string("city name")}, ["city"]),
     _tool("convert_currency", "Convert an amount of money from one currency to another.",
-          {"amount": _number("the amount of money"),
-           "from_currency": _string("the currency code to convert from"),
-           "to_currency": _string("the currency code to convert to")},
+          {"amount": _number("amount of money"),
+           "from_currency": _string("source currency code"),
+           "to_currency": _string("target currency code")},
           ["amount", "from_currency", "to_currency"]),
     _tool("search_flights", "Search for flights between two cities.",
-          {"origin": _string("the departure city"), "destination": _string("the arrival city")},
+          {"origin": _string("departure city"), "destination": _string("arrival city")},
           ["origin", "destination"]),
     _tool("get_movie_details", "Get the year, genre and director of a movie.",
-          {"title": _string("the title of the movie")}, ["title"]),
-    _tool("Search", "Search the wiki for an entity and return the first paragraph of its page.",
-          {"entity": _string("the name of the page")}, ["entity"]),
+          {"title": _string("movie title")}, ["title"]),
+    SEARCH_TOOL,
     _tool("calculator", "Compute a simple arithmetic expression.",
-          {"expression": _string("the expression, for example 3 * 4")}, ["expression"]),
+          {"expression": _string("arithmetic expression")}, ["expression"]),
     _tool("get_stock_price", "Get the current stock price of a company in US dollars.",
-          {"symbol": _string("the stock symbol")}, ["symbol"]),
+          {"symbol": _string("stock symbol")}, ["symbol"]),
     _tool("find_recipe", "Find a recipe for a dish.",
-          {"dish": _string("the name of the dish"),
-           "max_minutes": _number("the longest cooking time in minutes")}, ["dish"]),
+          {"dish": _string("dish name"),
+           "max_minutes": _number("maximum cooking time")}, ["dish"]),
     _tool("translate", "Translate a short text into another language.",
-          {"text": _string("the text to translate"), "language": _string("the target language")},
+          {"text": _string("text to translate"), "language": _string("target language")},
           ["text", "language"]),
     _tool("get_time", "Get the local time in a city.",
-          {"city": _string("the name of the city")}, ["city"]),
+          {"city": _string("city name")}, ["city"]),
     _tool("book_table", "Book a table at a restaurant.",
-          {"restaurant": _string("the name of the restaurant"),
-           "people": _number("the number of people")}, ["restaurant", "people"]),
+          {"restaurant": _string("restaurant name"),
+           "people": _number("number of people")}, ["restaurant", "people"]),
     _tool("track_package", "Track a package by its tracking code.",
-          {"code": _string("the tracking code")}, ["code"]),
+          {"code": _string("tracking code")}, ["code"]),
 ]}
 
 API_TOOLS = [n for n in TOOLS if n != "Search"]   # tools with ToolBench-like JSON results
-WIKI_SEARCH_TOOL = TOOLS["Search"]                 # the HotpotQA / multi-hop tool
+WIKI_SEARCH_TOOL = SEARCH_TOOL                     # the HotpotQA / multi-hop tool
+WIKI_TOOLS = [SEARCH_TOOL, LOOKUP_TOOL]            # the HotpotQA harness's tool list, in order
 
 
 def render_observation(response: str, error: str = "") -> str:
     """ToolBench observation envelope (a user turn in every Agent-FLAN file)."""
     return json.dumps({"error": error, "response": response}, ensure_ascii=False)
+
+
+def render_wiki_observation(page: str) -> str:
+    """A wiki ``Search`` result as the HotpotQA harness shows it (a user turn)."""
+    return f"{prompts.OBSERVATION} {page}"
 
 
 def pyrepr(obj: Any) -> str:
@@ -195,32 +204,29 @@ class World:
         """Result dict of one tool call (a deterministic function of seed, api and args)."""
         h = self.h(api, args)
         if api == "get_weather":
-            return {"city": args["city"], "condition": WEATHER_CONDITIONS[h % len(WEATHER_CONDITIONS)],
+            return {"condition": WEATHER_CONDITIONS[h % len(WEATHER_CONDITIONS)],
                     "temp_c": (h // 7) % 35 - 5}
         if api == "get_time":
             hour, minute = h % 24, (h // 24) % 12 * 5
-            return {"city": args["city"], "time": f"{hour:02d}:{minute:02d}"}
+            return {"time": f"{hour:02d}:{minute:02d}"}
         if api == "convert_currency":
             amount = args["amount"]
             rate = USD_PER_UNIT[args["from_currency"]] / USD_PER_UNIT[args["to_currency"]]
-            return {"amount": amount, "from": args["from_currency"], "to": args["to_currency"],
-                    "result": round(amount * rate, 2)}
+            return {"result": round(amount * rate, 2), "currency": args["to_currency"]}
         if api == "search_flights":
             letters = "ABCDEFGHJKLMNPRSTUVWXYZ"
             code = letters[h % 23] + letters[(h // 23) % 23] + str(100 + (h // 529) % 900)
-            return {"flight": code, "origin": args["origin"], "destination": args["destination"],
-                    "price_usd": 80 + (h // 7) % 900, "hours": 1 + (h // 11) % 14}
+            return {"flight": code, "price_usd": 80 + (h // 7) % 900, "hours": 1 + (h // 11) % 14}
         if api == "get_movie_details":
             f = self.films.get(args["title"])
             if f is None:
                 return {"error": "movie not found"}
-            return {"title": args["title"], "year": f["year"], "genre": f["genre"],
-                    "director": f["director"]}
+            return {"year": f["year"], "genre": f["genre"], "director": f["director"]}
         if api == "get_stock_price":
-            return {"symbol": args["symbol"], "price_usd": 20 + h % 480}
+            return {"price_usd": 20 + h % 480}
         if api == "find_recipe":
             picks = random.Random(h).sample(INGREDIENTS, 3)
-            return {"dish": args["dish"], "ingredients": picks, "minutes": 10 + 5 * (h % 10)}
+            return {"ingredients": picks, "minutes": 10 + 5 * (h % 10)}
         if api == "translate":
             tr = TRANSLATIONS.get(args["text"], {}).get(args["language"])
             if tr is None:
@@ -229,16 +235,15 @@ class World:
         if api == "calculator":
             return {"result": calc(args["expression"])}
         if api == "book_table":
-            return {"restaurant": args["restaurant"], "people": args["people"],
-                    "status": "confirmed", "booking_id": f"BK{1000 + h % 9000}"}
+            return {"status": "confirmed", "booking_id": f"BK{1000 + h % 9000}"}
         if api == "track_package":
             split = "eval" if str(args["code"]).startswith(EVAL["package_prefix"][0]) else "train"
             cities = SPLITS[split]["city"]
-            return {"code": args["code"], "status": PACKAGE_STATUS[h % len(PACKAGE_STATUS)],
+            return {"status": PACKAGE_STATUS[h % len(PACKAGE_STATUS)],
                     "location": cities[(h // 5) % len(cities)]}
         if api == "Search":
             page = self.wiki_page(args["entity"])
-            return {"page": page if page is not None else f"Could not find {args['entity']}."}
+            return {"page": page if page is not None else f"Could not find [{args['entity']}]."}
         raise KeyError(f"unknown api {api!r}")
 
     def response(self, api: str, args: dict) -> str:
