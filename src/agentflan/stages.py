@@ -157,28 +157,34 @@ def train(base_model: str, data: str, out_dir: str, metrics: str, config_out: st
 
 
 # ----------------------------------------------------------------------------- evaluation
-def generate(model: str, benchmark: str, items: str, out: str, generation: dict, options: dict,
-             threads: int) -> None:
+def generate(model: str, items: dict, out: dict, generation: dict, options: dict, threads: int) -> None:
+    """Generate every benchmark's predictions with one loaded model (HotpotQA: multi-step episodes)."""
+    from tqdm import tqdm
+
     from .evaluation.registry import run_episodes
     from .generate import Generator
     gen = Generator(model, threads=threads, **generation)
-    rows = read_jsonl(items)
-    if benchmark == "hotpotqa":
-        preds = run_episodes(rows, gen.as_fn(), options)
-    else:
-        texts = gen([r["messages"] for r in rows], progress=True)
-        preds = [{"id": r["id"], "prediction": t} for r, t in zip(rows, texts)]
+    for benchmark in tqdm(sorted(items), desc=f"benchmarks ({model})", mininterval=5):
+        rows = read_jsonl(items[benchmark])
+        if benchmark == "hotpotqa":
+            preds = run_episodes(rows, gen.as_fn(), options.get(benchmark, {}))
+        else:
+            texts = gen([r["messages"] for r in rows], progress=True)
+            preds = [{"id": r["id"], "prediction": t} for r, t in zip(rows, texts)]
+        write_jsonl(out[benchmark], preds)
+        print(f"[generate] {benchmark}: {len(preds)} predictions")
     if gen.truncated_prompts:
-        print(f"[generate] {gen.truncated_prompts} prompts were cut to max_prompt_length")
-    write_jsonl(out, preds)
+        print(f"[generate] {gen.truncated_prompts} prompts were cut to max_prompt_length (from the left)")
 
 
-def score(benchmark: str, model_id: str, items: str, predictions: str, options: dict, out: str,
-          per_sample: str) -> None:
+def score(model_id: str, items: dict, predictions: dict, options: dict, out: dict, per_sample: dict) -> None:
+    """Score every benchmark's predictions (never re-generates)."""
     from .evaluation.registry import score as run_score
-    metrics, rows = run_score(benchmark, read_jsonl(items), read_jsonl(predictions), options)
-    write_json(out, {"benchmark": benchmark, "model_id": model_id, "n": len(rows), "metrics": metrics})
-    write_jsonl(per_sample, rows)
+    for benchmark in sorted(items):
+        metrics, rows = run_score(benchmark, read_jsonl(items[benchmark]), read_jsonl(predictions[benchmark]),
+                                  options.get(benchmark, {}))
+        write_json(out[benchmark], {"benchmark": benchmark, "model_id": model_id, "n": len(rows), "metrics": metrics})
+        write_jsonl(per_sample[benchmark], rows)
 
 
 # ----------------------------------------------------------------------------- summaries

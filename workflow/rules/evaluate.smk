@@ -1,56 +1,59 @@
 # Evaluation: generation and scoring are separate jobs, so re-scoring never re-runs generation.
+# One generation job per model (the model is loaded once for all benchmarks).
 # Code: agentflan.generate, agentflan.evaluation; config keys: evaluation.generation,
 # evaluation.benchmarks.<benchmark>.
 
 
+def _eval_paths(model, kind):
+    return {b: f"{RESULTS}/eval/{model}/{b}.{kind}" for b in BENCHMARKS}
+
+
 rule generate:
     input:
-        eval_items=f"{DATA}/eval/{{benchmark}}.jsonl",
+        eval_items=expand(f"{DATA}/eval/{{benchmark}}.jsonl", benchmark=BENCHMARKS),
         model=lambda wc: local_model_input(wc.model),
     output:
-        f"{RESULTS}/eval/{{model}}/{{benchmark}}.predictions.jsonl",
+        [f"{RESULTS}/eval/{{model}}/{b}.predictions.jsonl" for b in BENCHMARKS],
     params:
         args=lambda wc: as_params(
             model=model_path(wc.model),
-            benchmark=wc.benchmark,
-            items=f"{DATA}/eval/{wc.benchmark}.jsonl",
-            out=f"{RESULTS}/eval/{wc.model}/{wc.benchmark}.predictions.jsonl",
+            items={b: f"{DATA}/eval/{b}.jsonl" for b in BENCHMARKS},
+            out=_eval_paths(wc.model, "predictions.jsonl"),
             generation=config["evaluation"]["generation"],
-            options=config["evaluation"]["benchmarks"].get(wc.benchmark, {}),
+            options=config["evaluation"]["benchmarks"],
             threads=THREADS,
         ),
     threads: THREADS
     resources:
-        gpus=lambda wc: 0 if PRESET == "miniature" else 1,
+        gpus=0 if PRESET == "miniature" else 1,
     log:
-        f"{LOGS}/eval/{{model}}/{{benchmark}}.generate.log",
+        f"{LOGS}/eval/{{model}}/generate.log",
     benchmark:
-        f"{BENCH}/eval/{{model}}/{{benchmark}}.generate.tsv"
+        f"{BENCH}/eval/{{model}}/generate.tsv"
     shell:
         stage("generate")
 
 
 rule score:
     input:
-        eval_items=f"{DATA}/eval/{{benchmark}}.jsonl",
-        predictions=f"{RESULTS}/eval/{{model}}/{{benchmark}}.predictions.jsonl",
+        eval_items=expand(f"{DATA}/eval/{{benchmark}}.jsonl", benchmark=BENCHMARKS),
+        predictions=[f"{RESULTS}/eval/{{model}}/{b}.predictions.jsonl" for b in BENCHMARKS],
     output:
-        scores=f"{RESULTS}/eval/{{model}}/{{benchmark}}.scores.json",
-        per_sample=f"{RESULTS}/eval/{{model}}/{{benchmark}}.per_sample.jsonl",
+        scores=[f"{RESULTS}/eval/{{model}}/{b}.scores.json" for b in BENCHMARKS],
+        per_sample=[f"{RESULTS}/eval/{{model}}/{b}.per_sample.jsonl" for b in BENCHMARKS],
     params:
         args=lambda wc: as_params(
-            benchmark=wc.benchmark,
             model_id=wc.model,
-            items=f"{DATA}/eval/{wc.benchmark}.jsonl",
-            predictions=f"{RESULTS}/eval/{wc.model}/{wc.benchmark}.predictions.jsonl",
-            options=config["evaluation"]["benchmarks"].get(wc.benchmark, {}),
-            out=f"{RESULTS}/eval/{wc.model}/{wc.benchmark}.scores.json",
-            per_sample=f"{RESULTS}/eval/{wc.model}/{wc.benchmark}.per_sample.jsonl",
+            items={b: f"{DATA}/eval/{b}.jsonl" for b in BENCHMARKS},
+            predictions=_eval_paths(wc.model, "predictions.jsonl"),
+            options=config["evaluation"]["benchmarks"],
+            out=_eval_paths(wc.model, "scores.json"),
+            per_sample=_eval_paths(wc.model, "per_sample.jsonl"),
         ),
     log:
-        f"{LOGS}/eval/{{model}}/{{benchmark}}.score.log",
+        f"{LOGS}/eval/{{model}}/score.log",
     benchmark:
-        f"{BENCH}/eval/{{model}}/{{benchmark}}.score.tsv"
+        f"{BENCH}/eval/{{model}}/score.tsv"
     shell:
         stage("score")
 
