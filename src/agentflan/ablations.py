@@ -198,13 +198,20 @@ def audit_dump(records: list[dict], n: int, title: str) -> str:
     for rec in records[:n]:
         out.append(f"## `{rec['id']}` (source `{rec['source']}`, case {negative_case(rec)})")
         out.append("")
-        parts = []
+        parts, run = [], None  # merge adjacent trained segments of one capability into one span
         general = rec["source"] == "sharegpt"
-        for s in segments(rec["turns"], general=general):
-            if s.trained:
-                parts.append(f"⟦{s.text}⟧{{{s.capability}}}")
+        for s in segments(rec["turns"], general=general) + [None]:
+            key = (s.trained, s.capability) if s is not None else None
+            if run is not None and (key != run[0] or not run[0][0]):
+                text = "".join(run[1])
+                parts.append(f"⟦{text}⟧{{{run[0][1]}}}" if run[0][0] else text)
+                run = None
+            if s is None:
+                break
+            if run is None:
+                run = (key, [s.text])
             else:
-                parts.append(s.text)
+                run[1].append(s.text)
         body = "".join(parts).replace("```", "ˋˋˋ")
         out += ["```text", body, "```", ""]
     return "\n".join(out)

@@ -53,12 +53,20 @@ def size_of(model_id):
     return cfg.split_model_id(model_id)[1]
 
 
+def hub_or_mirror(name):
+    """A hub repo id, or its copy under data.mirror (<mirror>/<repo_id>) when there is one."""
+    mirror = config["data"]["mirror"]
+    if mirror and (Path(mirror) / name).is_dir():
+        return str(Path(mirror) / name)
+    return name
+
+
 def base_model(size):
     """Path or hub name of the base model a fine-tune starts from."""
     spec = config["models"]["sizes"][size]
     if spec.get("arch"):
         return f"{RESULTS}/models/base-{size}"
-    return spec["name_or_path"]
+    return hub_or_mirror(spec["name_or_path"])
 
 
 def model_path(model_id):

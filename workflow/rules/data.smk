@@ -128,7 +128,7 @@ rule tokenizer:
             sharegpt_path=f"{DATA}/general/sharegpt.jsonl",
             pretrain_path=f"{DATA}/raw/miniworld/pretrain/pretrain.jsonl" if PRESET == "miniature" else None,
             vocab_size=config["tokenizer"]["vocab_size"],
-            name_or_path=config["tokenizer"]["name_or_path"],
+            name_or_path=hub_or_mirror(config["tokenizer"]["name_or_path"] or ""),
             revision=config["tokenizer"]["revision"],
         ),
     log:
