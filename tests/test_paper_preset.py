@@ -1,0 +1,61 @@
+"""The paper preset: its dry run lists every experiment, and with data.mirror pointed at fixture
+files in the real shapes its `ablations` target builds every ablation data set on a CPU."""
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from agentflan import config as cfg
+
+ROOT = Path(__file__).resolve().parents[1]
+RELEASE = ROOT / "tests" / "fixtures" / "release"
+
+
+def _snakemake(workdir, *args):
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--directory", str(workdir),
+           "--cores", "2", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+
+
+def test_dry_run_lists_every_experiment(tmp_path):
+    proc = _snakemake(tmp_path, "-n", "-p", "--configfile", str(ROOT / "config" / "paper.yaml"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout
+    paper = cfg.load_config(ROOT / "config" / "paper.yaml")
+    for model in cfg.model_ids(paper):
+        if not model.startswith("base-"):
+            assert f"results/paper/models/{model}" in out, model
+        assert f"results/paper/eval/{model}/" in out, model
+    for source in ("agentflan", "sharegpt", "teval", "glaive", "hotpotqa", "mmlu", "gsm8k", "humaneval"):
+        assert f"data/paper/raw/{source}.manifest.json" in out
+    assert "meta-llama/Llama-2-70b-hf" in out
+
+
+def test_ablations_from_a_mirror(tmp_path):
+    from agentflan.modeling import train_bpe_tokenizer
+    mirror = tmp_path / "mirror"
+    shutil.copytree(RELEASE, mirror)
+    texts = [line for p in sorted(RELEASE.rglob("*.json*")) for line in p.read_text().splitlines()]
+    train_bpe_tokenizer(texts, mirror / "meta-llama" / "Llama-2-7b-hf", vocab_size=400)
+    override = tmp_path / "override.yaml"
+    override.write_text(yaml.safe_dump({"run": "paperfix", "data": {"mirror": str(mirror)}}))
+    work = tmp_path / "work"
+    work.mkdir()
+    proc = _snakemake(work, "--configfile", str(ROOT / "config" / "paper.yaml"), str(override), "--", "ablations")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    paper = cfg.load_config(ROOT / "config" / "paper.yaml")
+    for dataset in cfg.datasets(paper):
+        d = work / "data" / "paperfix" / "ablations" / dataset
+        stats = json.loads((d / "stats.json").read_text())
+        assert stats["n_samples"] > 0 and stats["tokens_trained"] > 0
+        assert "⟦" in (d / "audit.md").read_text()
+    lock = json.loads((work / "data" / "paperfix" / "sources.lock.json").read_text())
+    files = lock["agentflan"]["files"]
+    assert "data/data_toolbench_negative.jsonl" in files and len(files["data/toolbench_react_10p.jsonl"]["sha256"]) == 64
+    # chat vs react data sets really differ, and negatives only where configured
+    react = json.loads((work / "data/paperfix/ablations/react/stats.json").read_text())
+    flan = json.loads((work / "data/paperfix/ablations/agentflan/stats.json").read_text())
+    assert "toolbench_negative" in flan["samples_by_source"] and "toolbench_negative" not in react["samples_by_source"]
