@@ -4,6 +4,8 @@
 
 
 rule ablation:
+    conda:
+        "../../envs/workflow.yaml"
     input:
         rules.convert.output,
         rules.sharegpt.output.records,

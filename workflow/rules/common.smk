@@ -1,14 +1,10 @@
 # Shared helpers: the validated config, its expansion into datasets/models, and param plumbing.
 import json
-import os
 import shlex
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
-os.environ["PYTHONPATH"] = os.pathsep.join(
-    [str(Path(workflow.basedir) / "src")] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
-)
 
 from agentflan import config as cfg  # noqa: E402
 
@@ -79,3 +75,30 @@ def model_path(model_id):
 def local_model_input(model_id):
     path = model_path(model_id)
     return [path] if path.startswith(RESULTS) else []
+
+
+def _train_resources(wc):
+    return config["training"]["resources"].get(wc.size, {})
+
+
+def launcher_stage(name):
+    """The stage command, started by the configured launcher (e.g. torchrun) for multi-GPU jobs."""
+    launcher = config["training"]["launcher"]
+    cmd = stage(name)
+    if launcher:
+        cmd = cmd.replace(f"{sys.executable} -m agentflan.cli", f"{launcher} -m agentflan.cli", 1)
+    return cmd
+
+
+def _eval_paths(model, kind):
+    return {b: f"{RESULTS}/eval/{model}/{b}.{kind}" for b in BENCHMARKS}
+
+
+def _models_meta():
+    meta = {}
+    for m in MODEL_IDS:
+        dataset, size = cfg.split_model_id(m)
+        meta[m] = {"size": size, "size_label": config["models"]["sizes"][size]["label"],
+                   "dataset_id": "" if dataset == "base" else dataset, "base": base_model(size),
+                   "trained": dataset != "base"}
+    return meta

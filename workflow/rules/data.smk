@@ -6,6 +6,8 @@
 if config["data"]["source"] == "miniworld":
 
     rule miniworld:
+        conda:
+            "../../envs/workflow.yaml"
         output:
             manifests=expand(f"{DATA}/raw/{{source}}.manifest.json", source=SOURCES),
         params:
@@ -25,6 +27,8 @@ if config["data"]["source"] == "miniworld":
 else:
 
     rule fetch:
+        conda:
+            "../../envs/workflow.yaml"
         output:
             manifest=f"{DATA}/raw/{{source}}.manifest.json",
         params:
@@ -49,6 +53,8 @@ else:
 
 
 rule convert:
+    conda:
+        "../../envs/workflow.yaml"
     input:
         f"{DATA}/raw/agentflan.manifest.json",
     output:
@@ -67,6 +73,8 @@ rule convert:
 
 
 rule sharegpt:
+    conda:
+        "../../envs/workflow.yaml"
     input:
         f"{DATA}/raw/sharegpt.manifest.json",
     output:
@@ -94,6 +102,8 @@ EVAL_SOURCE = {"teval": "teval", "agenth": "glaive", "hotpotqa": "hotpotqa", "mm
 
 
 rule eval_items:
+    conda:
+        "../../envs/workflow.yaml"
     input:
         lambda wc: f"{DATA}/raw/{EVAL_SOURCE[wc.benchmark]}.manifest.json",
     output:
@@ -114,6 +124,8 @@ rule eval_items:
 
 
 rule tokenizer:
+    conda:
+        "../../envs/workflow.yaml"
     input:
         rules.convert.output,
         rules.sharegpt.output.records,
@@ -140,6 +152,8 @@ rule tokenizer:
 
 
 rule data_card:
+    conda:
+        "../../envs/workflow.yaml"
     input:
         rules.convert.output,
         rules.sharegpt.output.records,
@@ -171,6 +185,8 @@ rule data_card:
 
 
 rule decontamination:
+    conda:
+        "../../envs/workflow.yaml"
     input:
         rules.convert.output,
         rules.sharegpt.output.records,

@@ -4,11 +4,9 @@
 # evaluation.benchmarks.<benchmark>.
 
 
-def _eval_paths(model, kind):
-    return {b: f"{RESULTS}/eval/{model}/{b}.{kind}" for b in BENCHMARKS}
-
-
 rule generate:
+    conda:
+        "../../envs/train-gpu.yaml"
     input:
         eval_items=expand(f"{DATA}/eval/{{benchmark}}.jsonl", benchmark=BENCHMARKS),
         model=lambda wc: local_model_input(wc.model),
@@ -35,6 +33,8 @@ rule generate:
 
 
 rule score:
+    conda:
+        "../../envs/workflow.yaml"
     input:
         eval_items=expand(f"{DATA}/eval/{{benchmark}}.jsonl", benchmark=BENCHMARKS),
         predictions=[f"{RESULTS}/eval/{{model}}/{b}.predictions.jsonl" for b in BENCHMARKS],

@@ -3,6 +3,8 @@
 
 
 rule init_model:
+    conda:
+        "../../envs/train-gpu.yaml"
     input:
         rules.tokenizer.output,
     output:
@@ -26,6 +28,8 @@ if config["models"]["pretrain"]["enabled"]:
 
     rule pretrain:
         """Miniature only: turn the random tiny model into a base LM (the stand-in for Llama-2)."""
+        conda:
+            "../../envs/train-gpu.yaml"
         input:
             model=f"{RESULTS}/models/init-{{size}}",
             data=f"{DATA}/raw/pretrain.manifest.json",
@@ -54,20 +58,9 @@ if config["models"]["pretrain"]["enabled"]:
             stage("train")
 
 
-def _train_resources(wc):
-    return config["training"]["resources"].get(wc.size, {})
-
-
-def launcher_stage(name):
-    """The stage command, started by the configured launcher (e.g. torchrun) for multi-GPU jobs."""
-    launcher = config["training"]["launcher"]
-    cmd = stage(name)
-    if launcher:
-        cmd = cmd.replace(f"{sys.executable} -m agentflan.cli", f"{launcher} -m agentflan.cli", 1)
-    return cmd
-
-
 rule finetune:
+    conda:
+        "../../envs/train-gpu.yaml"
     wildcard_constraints:
         dataset="(?!(?:base|init)-)[a-z0-9_]+",
     input:

@@ -9,20 +9,12 @@ SUMMARY_FILES = ["scores.csv", "models.csv", "ablation_stats.csv", "train_curves
                  "data_card.json", "experiments.json", "examples.json"]
 
 
-def _models_meta():
-    meta = {}
-    for m in MODEL_IDS:
-        dataset, size = cfg.split_model_id(m)
-        meta[m] = {"size": size, "size_label": config["models"]["sizes"][size]["label"],
-                   "dataset_id": "" if dataset == "base" else dataset, "base": base_model(size),
-                   "trained": dataset != "base"}
-    return meta
-
-
 TRAIN_LOGGED = [m for m in MODEL_IDS if not (m.startswith("base-") and not config["models"]["pretrain"]["enabled"])]
 
 
 rule summarize:
+    conda:
+        "../../envs/workflow.yaml"
     input:
         scores=expand(f"{RESULTS}/eval/{{model}}/{{benchmark}}.scores.json", model=MODEL_IDS, benchmark=BENCHMARKS),
         stats=expand(f"{DATA}/ablations/{{dataset}}/stats.json", dataset=sorted(DATASETS)),
@@ -53,6 +45,8 @@ rule summarize:
 
 
 rule table:
+    conda:
+        "../../envs/report.yaml"
     input:
         rules.summarize.output,
         REPORTED,
@@ -73,6 +67,8 @@ rule table:
 
 
 rule figure:
+    conda:
+        "../../envs/report.yaml"
     input:
         rules.summarize.output,
         REPORTED,
@@ -92,6 +88,8 @@ rule figure:
 
 
 rule diff_vs_paper:
+    conda:
+        "../../envs/report.yaml"
     input:
         expand(f"{TABLES}/{{table}}.csv", table=TABLE_IDS),
         REPORTED,
