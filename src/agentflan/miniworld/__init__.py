@@ -3,16 +3,24 @@
 :func:`generate` writes, under ``out_dir/<repo_id>/<path>`` (docs/CONTRACTS.md, "Raw sources"),
 a small synthetic copy of each public source in exactly the real files' schema
 (../shared/paper/data_formats.md), built from one procedural tool world that a tiny transformer
-can learn:
+can learn at CPU scale: eight tools (one listed in most system prompts), one query template per
+tool, about 20 training and 10 held-out values per entity type, short records (median about 150
+tokens of a 1,536-token BPE, p95 about 315), and evaluation prompts in exactly the training
+formats (only the entity values are held out). Because a tiny model memorises 20 values instead
+of learning to copy them, half of the ToolBench-derived training records and 70 % of the
+pretraining copy transcripts use generated "copy-drill" names (:data:`pools.SYNTH`, disjoint from
+both pools) in the entity slots:
 
 ========================================  ====================================================
 module                                    content
 ========================================  ====================================================
-:mod:`.pools`                             fixed vocabularies; TRAIN / EVAL entity pools;
-                                          elicit statements, randomised key names
-:mod:`.world`                             12 tools, seeded wiki tables, deterministic
+:mod:`.pools`                             fixed vocabularies; TRAIN / EVAL entity pools,
+                                          generated copy-drill names (SYNTH); query /
+                                          thought templates, elicit statements,
+                                          randomised key names
+:mod:`.world`                             8 tools, seeded wiki tables, deterministic
                                           observations, the observation envelope
-:mod:`.trajectories`                      abstract trajectories (single, multi, wiki multi-hop)
+:mod:`.trajectories`                      abstract trajectories (single, multi, wiki two-hop)
 :mod:`.toolbench`                         the five ToolBench-derived Agent-FLAN files
 :mod:`.agentinstruct`                     the two AgentInstruct-derived Agent-FLAN files
 :mod:`.general`                           ShareGPT, MMLU, GSM8K, HumanEval, pretraining corpus
@@ -37,19 +45,20 @@ from .trajectories import trajectory_pool
 from .world import TOOLS, WIKI_SEARCH_TOOL, WIKI_TOOLS, World, render_observation, render_wiki_observation
 
 DEFAULT_SCALE: dict[str, int] = {
-    "toolbench_pool": 600,         # abstract ToolBench trajectories, split 10/60/30
-    "instruct": 150,               # toolbench_instruct_j1s1_3k rows
+    "toolbench_pool": 500,         # abstract ToolBench trajectories, split 10/60/30
+    "instruct": 200,               # toolbench_instruct_j1s1_3k rows (incl. review / plan rows)
     "negative": 120,               # toolbench_negative rows (half case b, half case c)
-    "agentinstruct_per_task": 20,  # per task (6 tasks) in agent_instruct_{react,tflan}
-    "sharegpt": 400,
-    "teval_per_file": 30,          # per T-Eval v2 file (8 files)
-    "glaive": 120,
-    "hotpotqa_per_level": 20,      # easy / medium / hard
-    "mmlu": 60,
-    "gsm8k": 60,
-    "humaneval": 20,
-    "pretrain": 1500,
+    "agentinstruct_per_task": 10,  # per task (6 tasks) in agent_instruct_{react,tflan}
+    "sharegpt": 700,               # 150 multiple choice, 250 arithmetic, 150 functions, 150 chat
+    "teval_per_file": 15,          # per T-Eval v2 file (8 files)
+    "glaive": 80,
+    "hotpotqa_per_level": 10,      # easy / medium / hard
+    "mmlu": 40,
+    "gsm8k": 40,
+    "humaneval": 15,               # at most 15 (3 families x 5 held-out constants)
+    "pretrain": 3000,
 }
+WIKI_SHARE = 0.08   # wiki two-hop trajectories in the ToolBench pool (all go to the ReAct file)
 
 AGENT_FLAN = "internlm/Agent-FLAN/data"
 AGENT_FLAN_STEMS = ("agent_instruct_react", "agent_instruct_tflan", "toolbench_instruct_j1s1_3k",
@@ -93,20 +102,21 @@ def build(seed: int = 0, scale: dict | None = None) -> dict[str, Any]:
     out: dict[str, Any] = {}
 
     # ---- ToolBench-derived Agent-FLAN files: one pool, three renderings, plus j1s1 and negatives
-    pool = trajectory_pool(w, _rng(seed, "toolbench_pool"), sc["toolbench_pool"])
+    n_pool = sc["toolbench_pool"]
+    pool = trajectory_pool(w, _rng(seed, "toolbench_pool"), n_pool, round(WIKI_SHARE * n_pool),
+                           toolbench.SYNTH_SHARE)
     react_part, tflan_part, cot_part = toolbench.partition(pool)
-    r = _rng(seed, "toolbench_react_10p")
-    out["toolbench_react_10p"] = [toolbench.render_react(t, r) for t in react_part]
+    out["toolbench_react_10p"] = toolbench.render_react_part(react_part, _rng(seed, "toolbench_react_10p"))
     r = _rng(seed, "toolbench_tflan_60p_r10r5u7")
     out["toolbench_tflan_60p_r10r5u7"] = [toolbench.render_tflan(t, r) for t in tflan_part]
     r = _rng(seed, "toolbench_tflan_cot_30p")
     out["toolbench_tflan_cot_30p"] = [toolbench.render_cot(t, r) for t in cot_part]
     r, kr = _rng(seed, "toolbench_instruct_j1s1_3k"), _rng(seed, "toolbench_instruct_j1s1_3k/kinds")
-    out["toolbench_instruct_j1s1_3k"] = [toolbench.render_instruct(w, r, kr) for _ in range(sc["instruct"])]
+    out["toolbench_instruct_j1s1_3k"] = [toolbench.render_instruct(w, r, kr, kind)
+                                         for kind in toolbench.instruct_kinds(r, sc["instruct"])]
     r, kr = _rng(seed, "toolbench_negative"), _rng(seed, "toolbench_negative/kinds")
-    cases = ["b" if i < sc["negative"] // 2 else "c" for i in range(sc["negative"])]
-    r.shuffle(cases)
-    out["toolbench_negative"] = [toolbench.render_negative(w, r, kr, c) for c in cases]
+    out["toolbench_negative"] = [toolbench.render_negative(w, r, kr, case, kind, tool)
+                                 for case, kind, tool in toolbench.negative_plan(r, sc["negative"])]
 
     # ---- AgentInstruct-derived files: same episodes, two renderings
     eps = agentinstruct.episodes(w, _rng(seed, "agent_instruct"), sc["agentinstruct_per_task"])

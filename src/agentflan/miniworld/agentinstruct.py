@@ -56,12 +56,9 @@ def _dumps(obj) -> str:
 # OS
 # ============================================================================================
 
-OS_CORE = ("You are an assistant that acts like a person using a Linux system. Do the "
-           "operations I ask for or answer my questions.")
-OS_RULES = ("In each turn, think first, then take one action.\n"
-            "To run bash code:\nThink: your thought.\n\nAct: bash\n\n```bash\n# your code\n```\n"
-            "When the task is done:\nThink: your thought.\n\nAct: finish\n"
-            "When you have the answer:\nThink: your thought.\n\nAct: answer(your answer)")
+OS_CORE = "You are using a Linux system. Do my task or answer my question."
+OS_RULES = ("Start each turn with Think: your thought. Then act with one of:\n"
+            "Act: bash\n\n```bash\n# your code\n```\nAct: answer(your answer)\nAct: finish")
 OS_USERS = ["alice", "bob", "carol", "dave", "erin"]
 OS_DIRS = ["docs", "photos", "music", "work", "notes", "backup"]
 OS_LINES = ["hello world", "buy milk and eggs", "meeting at ten", "the sky is blue",
@@ -116,9 +113,8 @@ def os_episode(w: World, rng: random.Random) -> Episode:
 # DB
 # ============================================================================================
 
-DB_CORE = "Help me answer the question by operating a MySQL database with SQL."
-DB_RULES = ("Explain your thoughts, then operate or answer.\nTo operate:\nAction: Operation\n"
-            "```sql\nSELECT * FROM table WHERE condition;\n```\n"
+DB_CORE = "Answer the question with a MySQL database."
+DB_RULES = ("To operate:\nAction: Operation\n```sql\nSQL\n```\n"
             "To answer:\nAction: Answer\nFinal Answer: [\"ANSWER\"]")
 DB_PRODUCTS = ["lamp", "chair", "desk", "kettle", "pillow", "mirror", "clock", "basket"]
 
@@ -170,12 +166,8 @@ def db_episode(w: World, rng: random.Random) -> Episode:
 # ============================================================================================
 
 KG_CORE = ("Answer the question with a knowledge base. Tools:\n"
-           "1. get_relations(variable) -> list of relations\n"
-           "2. get_neighbors(variable, relation) -> variable\n"
-           "3. intersection(variable1, variable2) -> variable")
-KG_RULES = ("Variables are #0, #1, and so on. Take one action at a time, in the format:\n"
-            "Thought: your thought\nAction: the action\n"
-            "When you find the answer, write Final Answer: #id.")
+           "1. get_relations(variable)\n2. get_neighbors(variable, relation)")
+KG_RULES = "Use the format:\nThought: your thought\nAction: the action\nEnd with Final Answer: #id."
 
 
 def _kg(think: str, fn: str, args: list[str], obs: str) -> AIStep:
@@ -187,26 +179,18 @@ def _kg(think: str, fn: str, args: list[str], obs: str) -> AIStep:
 def kg_episode(w: World, rng: random.Random) -> Episode:
     if rng.random() < 0.5:
         p = rng.choice(TRAIN["person"])
-        q, ent = f"which films did {p} direct?", p
-        steps = [_kg(f"I need to find the relations of {p}.", "get_relations", [p],
-                     "[film.director.film, people.person.place_of_birth, people.person.nationality]"),
-                 _kg("film.director.film gives the films of the director.", "get_neighbors",
-                     [p, "film.director.film"], "variable #0, which are instances of film.film")]
-        final = "#0"
+        q, ent, rel = f"which films did {p} direct?", p, "film.director.film"
+        rels, kind = "[film.director.film, people.person.nationality]", "film.film"
     else:
         f = rng.choice(TRAIN["film"])
-        q, ent = f"where was the director of {f} born?", f
-        steps = [_kg(f"I need to find the relations of {f}.", "get_relations", [f],
-                     "[film.film.directed_by, film.film.genre, film.film.release_year]"),
-                 _kg("film.film.directed_by gives the director.", "get_neighbors",
-                     [f, "film.film.directed_by"], "variable #0, which are instances of people.person"),
-                 _kg("Now I need the place of birth of #0.", "get_neighbors",
-                     ["#0", "people.person.place_of_birth"],
-                     "variable #1, which are instances of location.town")]
-        final = "#1"
-    think = f"{final} is the final answer to the question."
-    steps.append(AIStep(think, f"Thought: {think}\nFinal Answer: {final}", None, None, None,
-                        final=f"{think} Final Answer: {final}"))
+        q, ent, rel = f"who directed {f}?", f, "film.film.directed_by"
+        rels, kind = "[film.film.directed_by, film.film.genre]", "people.person"
+    steps = [_kg(f"I need to find the relations of {ent}.", "get_relations", [ent], rels),
+             _kg(f"{rel} gives the answer.", "get_neighbors", [ent, rel],
+                 f"variable #0, which are instances of {kind}")]
+    think = "#0 is the final answer."
+    steps.append(AIStep(think, f"Thought: {think}\nFinal Answer: #0", None, None, None,
+                        final=f"{think} Final Answer: #0"))
     return Episode("kg", KG_CORE, KG_RULES, f"Question: {q}\nEntities: [{ent}]", steps,
                    "Which function will you call?", "With which arguments?")
 
@@ -215,8 +199,7 @@ def kg_episode(w: World, rng: random.Random) -> Episode:
 # WebShop
 # ============================================================================================
 
-WS_CORE = ("You are web shopping. Every round I give you an observation, and you respond "
-           "with one action: search[keywords] or click[value].")
+WS_CORE = "You are web shopping. Respond with one action: search[keywords] or click[value]."
 WS_RULES = "Use the format:\nThought:\nI think ...\n\nAction:\nclick[something]"
 WS_COLORS = ["red", "blue", "green", "black", "white", "yellow"]
 WS_ITEMS = ["shirt", "mug", "lamp", "backpack", "scarf", "pillow"]
@@ -230,23 +213,20 @@ def _ws(think: str, act: str, arg: str, obs: str | None) -> AIStep:
 def webshop_episode(w: World, rng: random.Random) -> Episode:
     color, item = rng.choice(WS_COLORS), rng.choice(WS_ITEMS)
     limit = rng.randrange(20, 60)
-    ids = [f"b0{rng.randrange(16 ** 4):04x}" for _ in range(3)]
+    ids = [f"b0{x}" for x in rng.sample(range(10, 100), 2)]
     price = rng.randrange(5, limit)
     other_color = rng.choice([c for c in WS_COLORS if c != color])
-    products = [(ids[0], f"{color} {item}", price), (ids[1], f"{other_color} {item}", price),
-                (ids[2], f"{color} {item} deluxe", limit + rng.randrange(5, 40))]
+    products = [(ids[0], f"{color} {item}", price), (ids[1], f"{other_color} {item}", price)]
     rng.shuffle(products)
     listing = " [SEP] ".join(f"{pid.upper()} [SEP] {name} [SEP] ${p}.0" for pid, name, p in products)
     kw = f"{color} {item}"
     steps = [
-        _ws(f"I think I should search for {kw}.", "search", kw,
-            f"[SEP] Back to Search [SEP] Page 1 (Total results: 3) [SEP] Next > [SEP] {listing}"),
+        _ws(f"I think I should search for {kw}.", "search", kw, f"[SEP] Back to Search [SEP] {listing}"),
         _ws(f"I think {ids[0].upper()} is a {kw} under {limit} dollars.", "click", ids[0],
-            f"[SEP] Back to Search [SEP] < Prev [SEP] {kw} [SEP] Price: ${price}.0 [SEP] "
-            f"Rating: N.A. [SEP] Description [SEP] Buy Now"),
+            f"[SEP] Back to Search [SEP] {kw} [SEP] Price: ${price}.0 [SEP] Buy Now"),
         _ws("I think I should click on Buy Now.", "click", "Buy Now", None),
     ]
-    problem = (f"WebShop [SEP] Instruction: [SEP] i need a {kw} under {limit} dollars [SEP] Search")
+    problem = f"WebShop [SEP] Instruction: [SEP] i need a {kw} under {limit} dollars [SEP] Search"
     return Episode("webshop", WS_CORE, WS_RULES, problem, steps,
                    "What is your action?", "What is the value?")
 
@@ -256,8 +236,7 @@ def webshop_episode(w: World, rng: random.Random) -> Episode:
 # ============================================================================================
 
 AW_CORE = "Interact with a household to solve a task."
-AW_RULES = ("Each turn, think and then give one action, in the format:\n"
-            "Thought: your thoughts.\nAction: your next action")
+AW_RULES = "Use the format:\nThought: your thoughts.\nAction: your next action"
 AW_OBJECTS = ["mug", "apple", "book", "pen", "plate", "key", "towel", "cup"]
 AW_RECEPTACLES = ["countertop", "shelf", "drawer", "cabinet", "desk", "table", "sidetable"]
 
@@ -268,16 +247,15 @@ def _aw(think: str, act: str, obs: str | None) -> AIStep:
 
 def alfworld_episode(w: World, rng: random.Random) -> Episode:
     obj, other = rng.sample(AW_OBJECTS, 2)
-    src, tgt = rng.sample(AW_RECEPTACLES, 2)
-    seen = sorted(rng.sample(AW_RECEPTACLES, 4) + [src, tgt])
-    room = ", ".join(f"a {r} 1" for r in dict.fromkeys(seen))
+    src, tgt, third = rng.sample(AW_RECEPTACLES, 3)
+    seen = sorted([src, tgt, third])
+    room = ", ".join(f"a {r} 1" for r in seen)
     problem = f"You are in a room. You see {room}.\nYour task is to: put a {obj} in/on the {tgt}."
     steps = [
         _aw(f"The {obj} may be on the {src}.", f"go to {src} 1",
             f"On the {src} 1, you see a {obj} 1 and a {other} 1."),
-        _aw(f"I found the {obj}. I will take it.", f"take {obj} 1 from {src} 1",
-            f"You pick up the {obj} 1 from the {src} 1."),
-        _aw(f"Now I need to go to the {tgt}.", f"go to {tgt} 1", f"On the {tgt} 1, you see nothing."),
+        _aw(f"I will take the {obj}.", f"take {obj} 1 from {src} 1", f"You pick up the {obj} 1."),
+        _aw(f"Now I go to the {tgt}.", f"go to {tgt} 1", f"You arrive at the {tgt} 1."),
         _aw(f"I will put the {obj} on the {tgt}.", f"put {obj} 1 in/on {tgt} 1", None),
     ]
     return Episode("alfworld", AW_CORE, AW_RULES, problem, steps, "What is your next action?", "")
@@ -287,33 +265,30 @@ def alfworld_episode(w: World, rng: random.Random) -> Episode:
 # Mind2Web
 # ============================================================================================
 
-M2W_CORE = ("You are great at navigating websites for the user. Pick one choice (for example "
-            "Answer: B.) and one operation: CLICK or TYPE.")
-M2W_RULES = ("Answer in this format:\nThought: your thought\nAnswer: the letter.\n"
-             "Action: CLICK or TYPE\nValue: the text to type")
+M2W_CORE = "You are navigating a website. Pick one choice and one operation: CLICK or TYPE."
+M2W_RULES = "Use the format:\nThought: your thought\nAnswer: the letter.\nAction: CLICK or TYPE\nValue: the text"
 
 
 def mind2web_episode(w: World, rng: random.Random) -> Episode:
     o, d = rng.sample(TRAIN["city"], 2)
-    elements = {"from": "<input id=2 text From />", "to": "<input id=3 text To />",
-                "search": "<button id=1> Search flights </button>", "deals": "<a id=4> Deals </a>"}
+    elements = {"from": "<input id=2 From />", "to": "<input id=3 To />",
+                "search": "<button id=1> Search </button>"}
     stage = rng.randrange(3)
-    prev = ["None", f"[textbox] From -> TYPE: {o}",
-            f"[textbox] From -> TYPE: {o}\n[textbox] To -> TYPE: {d}"][stage]
+    prev = ["None", f"From -> TYPE: {o}", f"From -> TYPE: {o}\nTo -> TYPE: {d}"][stage]
     target, op, value, think = [
         ("from", "TYPE", o, f"I need to type {o} into the From field."),
         ("to", "TYPE", d, f"I need to type {d} into the To field."),
-        ("search", "CLICK", None, "Both cities are filled in, so I need to click Search flights."),
+        ("search", "CLICK", None, "Both cities are filled in, so I need to click Search."),
     ][stage]
     order = list(elements)
     rng.shuffle(order)
-    letters = "BCDE"
+    letters = "BCD"
     choices = "\n".join(["A. None of the above"] +
                         [f"{letters[i]}. {elements[k]}" for i, k in enumerate(order)])
     letter = letters[order.index(target)]
-    html = "<html> <div> " + " ".join(elements[k] for k in sorted(elements)) + " </div> </html>"
-    problem = (f"'''\n{html}\n'''\n\nTask: Search for flights from {o} to {d}.\n"
-               f"Previous actions:\n{prev}\nWhat should be the next action? Choices:\n\n{choices}")
+    html = "<html> " + " ".join(elements[k] for k in sorted(elements)) + " </html>"
+    problem = (f"{html}\nTask: Search for flights from {o} to {d}.\n"
+               f"Previous actions:\n{prev}\nWhat is the next action? Choices:\n{choices}")
     tail = f"\nValue: {value}" if value else ""
     react = f"Thought: {think}\nAnswer: {letter}.\nAction: {op}{tail}"
     step = AIStep(think, react, letter, f"{op}: {value}" if value else op, None)

@@ -3,16 +3,19 @@
 A :class:`Trajectory` is format-free: system tools, user query, steps (thought, api, args,
 observation) and the final answer. The renderers in :mod:`.toolbench` turn the *same* pool into
 the ReAct, chat-aligned and chain-of-thought files; :mod:`.evalsets` draws eval-split trajectories
-for T-Eval-mini and glaive-mini. All language is templated and short.
+for T-Eval-mini and glaive-mini with the very same functions (only the entity pool differs).
+
+All language is templated and short (:mod:`.pools`): one query template per kind (a paraphrase
+in :data:`pools.QUERY_ALT_SHARE` of the records), thoughts ``"I need to <purpose>."`` (first step)
+and ``"Now I need to <purpose>."`` (later steps), one final thought.
 """
 from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
 
-from .pools import BASE_CURRENCY, LANGUAGES
-from .world import (API_TOOLS, TOOLS, WIKI_TOOLS, World, fmt_num, render_observation,
-                    render_wiki_observation)
+from .pools import FINAL_THOUGHT, QUERIES, QUERY_ALT_SHARE, THOUGHTS
+from .world import API_TOOLS, TOOLS, WIKI_TOOLS, World, render_observation, render_wiki_observation
 
 
 @dataclass
@@ -57,25 +60,18 @@ def purpose(api: str, a: dict) -> str:
     """Short verb phrase describing one call (no tool name in it)."""
     return {
         "get_weather": lambda: f"get the weather in {a['city']}",
-        "get_time": lambda: f"get the local time in {a['city']}",
-        "convert_currency": lambda: (f"convert {fmt_num(a['amount'])} {a['from_currency']} "
-                                     f"to {a['to_currency']}"),
+        "get_time": lambda: f"get the time in {a['city']}",
         "search_flights": lambda: f"find flights from {a['origin']} to {a['destination']}",
-        "get_movie_details": lambda: f"get the details of the movie {a['title']}",
+        "get_movie_details": lambda: f"get the details of {a['title']}",
         "get_stock_price": lambda: f"get the stock price of {a['symbol']}",
         "find_recipe": lambda: f"find a recipe for {a['dish']}",
-        "translate": lambda: f"translate '{a['text']}' into {a['language']}",
-        "calculator": lambda: f"compute {a['expression']}",
         "book_table": lambda: f"book a table for {a['people']} at {a['restaurant']}",
-        "track_package": lambda: f"track the package {a['code']}",
         "Search": lambda: f"search for {a['entity']}",
     }[api]()
 
 
-FIRST_THOUGHTS = ["I need to {p}.", "First, I need to {p}.", "To answer this, I need to {p}."]
-NEXT_THOUGHTS = ["Now I need to {p}.", "Next, I need to {p}."]
-FINAL_THOUGHTS = ["I now have the answer.", "I have all the information I need.",
-                  "Now I can answer the question."]
+def thought_for(api: str, args: dict, first: bool) -> str:
+    return THOUGHTS[0 if first else 1].format(p=purpose(api, args))
 
 
 class _Builder:
@@ -84,19 +80,22 @@ class _Builder:
     def __init__(self, w: World, rng: random.Random):
         self.w, self.rng, self.steps, self.results = w, rng, [], []
 
-    def call(self, api: str, args: dict, thought: str | None = None) -> dict:
-        p = purpose(api, args)
-        if thought is None:
-            pool = FIRST_THOUGHTS if not self.steps else NEXT_THOUGHTS
-            thought = self.rng.choice(pool).format(p=p)
-        self.steps.append(Step(thought, api, args, p, self.w.response(api, args)))
+    def call(self, api: str, args: dict) -> dict:
+        self.steps.append(Step(thought_for(api, args, not self.steps), api, args, purpose(api, args),
+                               self.w.response(api, args)))
         res = self.w.call(api, args)
         self.results.append(res)
         return res
 
 
+def query_template(rng: random.Random, kind: str) -> str:
+    """THE template of ``kind``; its paraphrase in :data:`QUERY_ALT_SHARE` of the draws."""
+    forms = QUERIES[kind]
+    return forms[1] if len(forms) > 1 and rng.random() < QUERY_ALT_SHARE else forms[0]
+
+
 # ============================================================================================
-# Single-tool and multi-tool kinds. Each returns (query, answer, independent, builder).
+# Single-tool and multi-tool kinds. Each returns (query, answer) and records its steps.
 # ============================================================================================
 
 def _pick(w: World, rng: random.Random, split: str, kind: str, k: int = 1):
@@ -106,163 +105,90 @@ def _pick(w: World, rng: random.Random, split: str, kind: str, k: int = 1):
 
 def _weather(w, rng, split, b):
     city = _pick(w, rng, split, "city")
-    q = rng.choice(["What's the weather in {c}?", "How is the weather in {c} today?",
-                    "Tell me the weather in {c}."]).format(c=city)
     r = b.call("get_weather", {"city": city})
-    return q, f"It is {r['condition']} and {r['temp_c']} degrees in {city}."
+    return (query_template(rng, "weather").format(city=city),
+            f"It is {r['condition']} and {r['temp_c']} degrees in {city}.")
 
 
 def _time(w, rng, split, b):
     city = _pick(w, rng, split, "city")
-    q = rng.choice(["What time is it in {c}?", "Tell me the local time in {c}."]).format(c=city)
     r = b.call("get_time", {"city": city})
-    return q, f"The local time in {city} is {r['time']}."
-
-
-def _currency(w, rng, split, b):
-    f, t = _pick(w, rng, split, "currency", 2)
-    amount = rng.randrange(5, 500)
-    q = rng.choice(["Convert {a} {f} to {t}.", "How much is {a} {f} in {t}?"]).format(a=amount, f=f, t=t)
-    r = b.call("convert_currency", {"amount": amount, "from_currency": f, "to_currency": t})
-    return q, f"{amount} {f} is {fmt_num(r['result'])} {t}."
+    return query_template(rng, "time").format(city=city), f"It is {r['time']} in {city}."
 
 
 def _flights(w, rng, split, b):
     o, d = _pick(w, rng, split, "city", 2)
-    q = rng.choice(["Find flights from {o} to {d}.", "Are there flights from {o} to {d}?"]).format(o=o, d=d)
     r = b.call("search_flights", {"origin": o, "destination": d})
-    return q, (f"Flight {r['flight']} goes from {o} to {d} for {r['price_usd']} dollars "
-               f"and takes {r['hours']} hours.")
+    return (query_template(rng, "flights").format(origin=o, destination=d),
+            f"Flight {r['flight']} from {o} to {d} costs {r['price_usd']} dollars.")
 
 
 def _movie(w, rng, split, b):
     title = _pick(w, rng, split, "film")
-    form = rng.randrange(3)
-    q = ["Who directed {t}?", "When did {t} come out?", "Tell me about the movie {t}."][form].format(t=title)
+    q = query_template(rng, "movie")
     r = b.call("get_movie_details", {"title": title})
-    a = [f"{title} was directed by {r['director']}.", f"{title} came out in {r['year']}.",
-         f"{title} is a {r['year']} {r['genre']} film directed by {r['director']}."][form]
-    return q, a
+    if q == QUERIES["movie"][0]:
+        return q.format(title=title), f"{title} was directed by {r['director']}."
+    return q.format(title=title), f"{title} is a {r['genre']} film by {r['director']}."
 
 
 def _stock(w, rng, split, b):
     s = _pick(w, rng, split, "symbol")
-    q = rng.choice(["What is the stock price of {s}?", "How much is one share of {s}?"]).format(s=s)
     r = b.call("get_stock_price", {"symbol": s})
-    return q, f"The stock price of {s} is {r['price_usd']} dollars."
+    return (query_template(rng, "stock").format(symbol=s),
+            f"The stock price of {s} is {r['price_usd']} dollars.")
 
 
 def _recipe(w, rng, split, b):
     dish = _pick(w, rng, split, "dish")
-    q = rng.choice(["Find a recipe for {d}.", "How do I make {d}?"]).format(d=dish)
     r = b.call("find_recipe", {"dish": dish})
     i = r["ingredients"]
-    return q, f"To make {dish} you need {i[0]}, {i[1]} and {i[2]}. It takes {r['minutes']} minutes."
-
-
-def _translate(w, rng, split, b):
-    text = _pick(w, rng, split, "phrase")
-    lang = rng.choice(LANGUAGES)
-    q = rng.choice(["Translate '{x}' into {l}.", "How do you say '{x}' in {l}?"]).format(x=text, l=lang)
-    r = b.call("translate", {"text": text, "language": lang})
-    return q, f"In {lang}, '{text}' is '{r['translation']}'."
-
-
-_OPWORD = {"+": "plus", "-": "minus", "*": "times"}
-
-
-def _calculator(w, rng, split, b):
-    op = rng.choice(["+", "-", "*"])
-    x, y = rng.randrange(2, 100), rng.randrange(2, 30 if op == "*" else 100)
-    expr = f"{x} {op} {y}"
-    q = rng.choice(["What is {x} {w} {y}?", "Calculate {e}."]).format(x=x, w=_OPWORD[op], y=y, e=expr)
-    r = b.call("calculator", {"expression": expr})
-    return q, f"{expr} is {r['result']}."
+    return (query_template(rng, "recipe").format(dish=dish),
+            f"To make {dish} you need {i[0]}, {i[1]} and {i[2]}.")
 
 
 def _book(w, rng, split, b):
     rest = _pick(w, rng, split, "restaurant")
     n = rng.randrange(2, 9)
-    q = rng.choice(["Book a table for {n} at {r}.", "Please reserve a table at {r} for {n} people."]
-                   ).format(n=n, r=rest)
-    r = b.call("book_table", {"restaurant": rest, "people": n})
-    return q, f"Your table for {n} at {rest} is booked. The booking id is {r['booking_id']}."
-
-
-def _track(w, rng, split, b):
-    code = _pick(w, rng, split, "package")
-    q = rng.choice(["Where is my package {c}?", "Track my package {c}."]).format(c=code)
-    r = b.call("track_package", {"code": code})
-    return q, f"Your package {code} is {r['status']} in {r['location']}."
+    b.call("book_table", {"restaurant": rest, "people": n})
+    return (query_template(rng, "book_table").format(people=n, restaurant=rest),
+            f"Your table for {n} at {rest} is booked.")
 
 
 def _weather_time(w, rng, split, b):
     city = _pick(w, rng, split, "city")
-    q = f"What is the weather and the local time in {city}?"
     r1 = b.call("get_weather", {"city": city})
     r2 = b.call("get_time", {"city": city})
-    return q, (f"In {city} it is {r1['condition']} and {r1['temp_c']} degrees, "
-               f"and the local time is {r2['time']}.")
-
-
-def _time_two(w, rng, split, b):
-    c1, c2 = _pick(w, rng, split, "city", 2)
-    q = f"What time is it in {c1} and in {c2}?"
-    r1 = b.call("get_time", {"city": c1})
-    r2 = b.call("get_time", {"city": c2})
-    return q, f"It is {r1['time']} in {c1} and {r2['time']} in {c2}."
+    return (query_template(rng, "weather_time").format(city=city),
+            f"In {city} it is {r1['condition']} and {r1['temp_c']} degrees, and the time is {r2['time']}.")
 
 
 def _flight_weather(w, rng, split, b):
     o, d = _pick(w, rng, split, "city", 2)
-    q = f"Find a flight from {o} to {d} and tell me the weather in {d}."
     r1 = b.call("search_flights", {"origin": o, "destination": d})
     r2 = b.call("get_weather", {"city": d})
-    return q, (f"Flight {r1['flight']} goes from {o} to {d} for {r1['price_usd']} dollars. "
-               f"In {d} it is {r2['condition']} and {r2['temp_c']} degrees.")
+    return (query_template(rng, "flight_weather").format(origin=o, destination=d),
+            f"Flight {r1['flight']} costs {r1['price_usd']} dollars. "
+            f"In {d} it is {r2['condition']} and {r2['temp_c']} degrees.")
 
 
-def _stock_convert(w, rng, split, b):
-    s = _pick(w, rng, split, "symbol")
-    cur = _pick(w, rng, split, "currency")
-    q = f"What is the price of {s} stock in {cur}?"
-    r1 = b.call("get_stock_price", {"symbol": s})
-    price = r1["price_usd"]
-    args = {"amount": price, "from_currency": BASE_CURRENCY, "to_currency": cur}
-    r2 = b.call("convert_currency", args, thought=(
-        f"The price of {s} is {price} dollars. Now I need to {purpose('convert_currency', args)}."))
-    return q, f"The price of {s} is {price} USD, which is {fmt_num(r2['result'])} {cur}."
+SINGLE_KINDS = {"weather": _weather, "time": _time, "flights": _flights, "movie": _movie,
+                "stock": _stock, "recipe": _recipe, "book_table": _book}
+MULTI_KINDS = {"weather_time": _weather_time, "flight_weather": _flight_weather}
+DEPENDENT_KINDS: set[str] = set()     # every multi-step kind is independent (plannable)
+KIND_OF_API = {"get_weather": "weather", "get_time": "time", "search_flights": "flights",
+               "get_movie_details": "movie", "get_stock_price": "stock", "find_recipe": "recipe",
+               "book_table": "book_table"}
+
+DISTRACTOR_SHARE = 0.2   # single-tool trajectories whose system lists one extra (unneeded) tool
 
 
-def _calc_chain(w, rng, split, b):
-    x, y, z = rng.randrange(2, 20), rng.randrange(2, 20), rng.randrange(2, 100)
-    q = f"What is {x} times {y} plus {z}?"
-    r1 = b.call("calculator", {"expression": f"{x} * {y}"})
-    e2 = f"{r1['result']} + {z}"
-    r2 = b.call("calculator", {"expression": e2}, thought=(
-        f"{x} * {y} is {r1['result']}. Now I need to compute {e2}."))
-    return q, f"{x} times {y} plus {z} is {r2['result']}."
-
-
-SINGLE_KINDS = {"weather": _weather, "time": _time, "currency": _currency, "flights": _flights,
-                "movie": _movie, "stock": _stock, "recipe": _recipe, "translate": _translate,
-                "calculator": _calculator, "book_table": _book, "track": _track}
-MULTI_KINDS = {"weather_time": _weather_time, "time_two": _time_two,
-               "flight_weather": _flight_weather, "stock_convert": _stock_convert,
-               "calc_chain": _calc_chain}
-DEPENDENT_KINDS = {"stock_convert", "calc_chain"}
-
-
-EXTRA_TOOL_WEIGHTS = (0.5, 0.35, 0.15)   # P(0, 1, 2 distractor tools); at most 3 tools in all
-
-
-def _tool_list(rng: random.Random, needed: list[str], max_tools: int = 3) -> list[dict]:
-    """The needed tools plus random distractors, 1-3 in all, shuffled."""
-    extra = rng.choices(range(len(EXTRA_TOOL_WEIGHTS)), weights=EXTRA_TOOL_WEIGHTS)[0]
-    total = min(max_tools, len(needed) + extra)
-    others = [n for n in API_TOOLS if n not in needed]
-    names = list(needed) + rng.sample(others, total - len(needed))
-    rng.shuffle(names)
+def _tool_list(rng: random.Random, needed: list[str]) -> list[dict]:
+    """The needed tools, plus one distractor for a fifth of single-tool queries (1-2 tools)."""
+    names = list(needed)
+    if len(needed) == 1 and rng.random() < DISTRACTOR_SHARE:
+        names.append(rng.choice([n for n in API_TOOLS if n not in needed]))
+        rng.shuffle(names)
     return [TOOLS[n] for n in names]
 
 
@@ -273,89 +199,69 @@ def make_api_trajectory(w: World, rng: random.Random, split: str, kind: str) -> 
     needed = list(dict.fromkeys(s.api for s in b.steps))
     return Trajectory(kind=kind, family="single" if kind in SINGLE_KINDS else "multi",
                       split=split, tools=_tool_list(rng, needed), query=query, steps=b.steps,
-                      final_thought=rng.choice(FINAL_THOUGHTS), answer=answer,
+                      final_thought=FINAL_THOUGHT, answer=answer,
                       independent=kind not in DEPENDENT_KINDS)
 
 
 # ============================================================================================
-# Wiki multi-hop questions (training trajectories with Search, and HotpotQA-mini)
+# Wiki two-hop questions (training trajectories with Search, and HotpotQA-mini)
 # ============================================================================================
 
-BRIDGE_TYPES = ("b_country", "b_town", "b_founded", "b_river")
+BRIDGE_TYPES = ("b_country", "b_town", "b_founded")
 COMPARE_TYPES = ("c_film_first", "c_born_first", "c_same_country", "c_same_director")
+WIKI_FINAL = "The answer is {a}."
 
 
 def wiki_question(w: World, rng: random.Random, split: str, qtype: str) -> dict:
-    """One multi-hop question over the wiki of ``split``.
+    """One two-hop question over the wiki of ``split``.
 
     Returns ``{question, answer, type: bridge|comparison, hops: [(title, thought)],
     final_thought, supporting: [(title, sent_id)]}``; every answer is a substring of a supporting
-    sentence or ``yes``/``no``.
+    sentence or ``yes``/``no``. Hop thoughts are ``"I need to search for X."`` then
+    ``"Now I need to search for Y."`` (the Search thought templates).
     """
     pool = w.pool
-    if qtype in ("b_country", "b_town", "b_river"):
+
+    def hops(a, c):
+        return [(a, thought_for("Search", {"entity": a}, True)),
+                (c, thought_for("Search", {"entity": c}, False))]
+
+    if qtype in ("b_country", "b_town"):
         film = rng.choice(pool(split, "film"))
         d = w.films[film]["director"]
         p = w.people[d]
-        hops = [(film, f"I need to search for {film} to find its director."),
-                (d, f"{film} was directed by {d}. Now I need to search for {d}.")]
         if qtype == "b_country":
-            q = f"Which country is the director of {film} from?"
-            ans, fin = p["country"], f"{d} is from {p['country']}. So the answer is {p['country']}."
-            sup = [(film, 0), (d, 0)]
-        elif qtype == "b_town":
-            q = f"In which town was the director of {film} born?"
-            ans, fin = p["town"], f"{d} was born in {p['town']}. So the answer is {p['town']}."
-            sup = [(film, 0), (d, 1)]
+            q, ans, sup = f"Which country is the director of {film} from?", p["country"], [(film, 0), (d, 0)]
         else:
-            t = p["town"]
-            river = w.country[w.towns[t]["country"]]["river"]
-            q = f"On which river lies the town where the director of {film} was born?"
-            hops.append((t, f"{d} was born in {t}. Now I need to search for {t}."))
-            ans, fin = river, f"{t} lies on the {river} river. So the answer is {river}."
-            sup = [(film, 0), (d, 1), (t, 2)]
-        return {"question": q, "answer": ans, "type": "bridge", "hops": hops,
-                "final_thought": fin, "supporting": sup}
+            q, ans, sup = f"In which town was the director of {film} born?", p["town"], [(film, 0), (d, 0)]
+        return {"question": q, "answer": ans, "type": "bridge", "hops": hops(film, d),
+                "final_thought": WIKI_FINAL.format(a=ans), "supporting": sup}
     if qtype == "b_founded":
         d = rng.choice(pool(split, "person"))
         t = w.people[d]["town"]
-        y = w.towns[t]["founded"]
-        return {"question": f"In what year was the birth town of {d} founded?", "answer": str(y),
-                "type": "bridge",
-                "hops": [(d, f"I need to search for {d} to find the town where {d} was born."),
-                         (t, f"{d} was born in {t}. Now I need to search for {t}.")],
-                "final_thought": f"{t} was founded in {y}. So the answer is {y}.",
-                "supporting": [(d, 1), (t, 1)]}
+        y = str(w.towns[t]["founded"])
+        return {"question": f"In what year was the birth town of {d} founded?", "answer": y,
+                "type": "bridge", "hops": hops(d, t), "final_thought": WIKI_FINAL.format(a=y),
+                "supporting": [(d, 0), (t, 1)]}
     if qtype in ("c_film_first", "c_same_director"):
         a, c = rng.sample(pool(split, "film"), 2)
         fa, fc = w.films[a], w.films[c]
         if qtype == "c_film_first":
             first = a if fa["year"] < fc["year"] else c
             return {"question": f"Which film came out first, {a} or {c}?", "answer": first,
-                    "type": "comparison",
-                    "hops": [(a, f"I need to search for {a} to find when it came out."),
-                             (c, f"{a} came out in {fa['year']}. Now I need to search for {c}.")],
-                    "final_thought": f"{c} came out in {fc['year']}. So {first} came out first.",
-                    "supporting": [(a, 0), (c, 0)]}
-        same = fa["director"] == fc["director"]
-        yn = "yes" if same else "no"
+                    "type": "comparison", "hops": hops(a, c),
+                    "final_thought": WIKI_FINAL.format(a=first), "supporting": [(a, 0), (c, 0)]}
+        yn = "yes" if fa["director"] == fc["director"] else "no"
         return {"question": f"Were {a} and {c} directed by the same person?", "answer": yn,
-                "type": "comparison",
-                "hops": [(a, f"I need to search for {a} to find its director."),
-                         (c, f"{a} was directed by {fa['director']}. Now I need to search for {c}.")],
-                "final_thought": (f"{c} was directed by {fc['director']}. "
-                                  f"So the answer is {yn}."),
-                "supporting": [(a, 0), (c, 0)]}
+                "type": "comparison", "hops": hops(a, c),
+                "final_thought": WIKI_FINAL.format(a=yn), "supporting": [(a, 0), (c, 0)]}
     a, c = rng.sample(pool(split, "person"), 2)
     pa, pc = w.people[a], w.people[c]
     if qtype == "c_born_first":
         first = a if pa["born"] < pc["born"] else c
         return {"question": f"Who was born first, {a} or {c}?", "answer": first,
-                "type": "comparison",
-                "hops": [(a, f"I need to search for {a} to find when {a} was born."),
-                         (c, f"{a} was born in {pa['born']}. Now I need to search for {c}.")],
-                "final_thought": f"{c} was born in {pc['born']}. So {first} was born first.",
-                "supporting": [(a, 0), (c, 0)]}
+                "type": "comparison", "hops": hops(a, c),
+                "final_thought": WIKI_FINAL.format(a=first), "supporting": [(a, 0), (c, 0)]}
     if qtype == "c_same_country":
         # about half "yes": pick the second person from the same country when one exists
         same_pool = [x for x in pool(split, "person") if x != a and w.people[x]["country"] == pa["country"]]
@@ -364,11 +270,8 @@ def wiki_question(w: World, rng: random.Random, split: str, qtype: str) -> dict:
             pc = w.people[c]
         yn = "yes" if pa["country"] == pc["country"] else "no"
         return {"question": f"Are {a} and {c} from the same country?", "answer": yn,
-                "type": "comparison",
-                "hops": [(a, f"I need to search for {a} to find the country of {a}."),
-                         (c, f"{a} is from {pa['country']}. Now I need to search for {c}.")],
-                "final_thought": f"{c} is from {pc['country']}. So the answer is {yn}.",
-                "supporting": [(a, 0), (c, 0)]}
+                "type": "comparison", "hops": hops(a, c),
+                "final_thought": WIKI_FINAL.format(a=yn), "supporting": [(a, 0), (c, 0)]}
     raise KeyError(f"unknown wiki question type {qtype!r}")
 
 
@@ -387,19 +290,31 @@ def make_wiki_trajectory(w: World, rng: random.Random, split: str, qtype: str | 
 # The pool
 # ============================================================================================
 
-FAMILY_WEIGHTS = {"single": 0.5, "multi": 0.25, "wiki": 0.25}
+API_FAMILY_WEIGHTS = {"single": 0.85, "multi": 0.15}
 
 
 def make_trajectory(w: World, rng: random.Random, split: str, family: str | None = None
                     ) -> Trajectory:
+    """An API trajectory (single or multi, by :data:`API_FAMILY_WEIGHTS`) or, with
+    ``family="wiki"``, a wiki two-hop trajectory."""
     if family is None:
-        fams = list(FAMILY_WEIGHTS)
-        family = rng.choices(fams, weights=[FAMILY_WEIGHTS[f] for f in fams])[0]
+        fams = list(API_FAMILY_WEIGHTS)
+        family = rng.choices(fams, weights=[API_FAMILY_WEIGHTS[f] for f in fams])[0]
     if family == "wiki":
         return make_wiki_trajectory(w, rng, split)
     kinds = list(SINGLE_KINDS if family == "single" else MULTI_KINDS)
     return make_api_trajectory(w, rng, split, rng.choice(kinds))
 
 
-def trajectory_pool(w: World, rng: random.Random, n: int, split: str = "train") -> list[Trajectory]:
-    return [make_trajectory(w, rng, split) for _ in range(n)]
+def training_split(rng: random.Random, synth_share: float) -> str:
+    """``"synth"`` (generated copy-drill names) with probability ``synth_share``, else ``"train"``."""
+    return "synth" if synth_share > 0 and rng.random() < synth_share else "train"
+
+
+def trajectory_pool(w: World, rng: random.Random, n: int, n_wiki: int, synth_share: float = 0.0
+                    ) -> list[Trajectory]:
+    """``n_wiki`` wiki trajectories followed by ``n - n_wiki`` API trajectories, each on TRAIN
+    entities or (``synth_share``) on generated copy-drill names."""
+    n_wiki = min(n_wiki, n)
+    return ([make_trajectory(w, rng, training_split(rng, synth_share), "wiki") for _ in range(n_wiki)]
+            + [make_trajectory(w, rng, training_split(rng, synth_share)) for _ in range(n - n_wiki)])
