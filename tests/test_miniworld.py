@@ -140,6 +140,10 @@ def test_bad_scale_rejected(tmp_path):
         generate(tmp_path, scale={"toolbench": 5})
     with pytest.raises(ValueError, match="non-negative int"):
         generate(tmp_path, scale={"mmlu": -1})
+    with pytest.raises(ValueError, match="at most 30 tasks"):
+        generate(tmp_path, scale={**SMALL, "humaneval": 31})
+    m = generate(tmp_path / "max", scale={**SMALL, "humaneval": 30, "mmlu": 60, "gsm8k": 60})
+    assert m[PATHS["humaneval"]]["rows"] == 30 and m[PATHS["mmlu"]]["rows"] == 60
 
 
 def test_cli(tmp_path, capsys):

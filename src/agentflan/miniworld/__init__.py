@@ -55,7 +55,7 @@ DEFAULT_SCALE: dict[str, int] = {
     "hotpotqa_per_level": 10,      # easy / medium / hard
     "mmlu": 40,
     "gsm8k": 40,
-    "humaneval": 15,               # at most 15 (3 families x 5 held-out constants)
+    "humaneval": 15,               # at most 30 (3 families x 10 held-out constants)
     "pretrain": 3000,
 }
 WIKI_SHARE = 0.08   # wiki two-hop trajectories in the ToolBench pool (all go to the ReAct file)

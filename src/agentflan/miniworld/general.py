@@ -166,8 +166,12 @@ def func_task(family: str, k: int, example: int) -> dict:
 
 
 def humaneval(rng: random.Random, n: int) -> list[dict]:
-    combos = [(fam, k) for fam in FUNC_FAMILIES for k in FUNC_EVAL_K[fam]]
-    rng.shuffle(combos)
+    """``n`` tasks (at most one per held-out (family, constant) pair, i.e. 30), families in turn."""
+    per_family = {fam: rng.sample(FUNC_EVAL_K[fam], len(FUNC_EVAL_K[fam])) for fam in FUNC_FAMILIES}
+    combos = [(fam, per_family[fam][i]) for i in range(max(map(len, per_family.values())))
+              for fam in FUNC_FAMILIES if i < len(per_family[fam])]
+    if n > len(combos):
+        raise ValueError(f"humaneval-mini has at most {len(combos)} tasks, asked for {n}")
     out = []
     for fam, k in combos[:n]:
         f = func_task(fam, k, rng.randrange(1, 10))

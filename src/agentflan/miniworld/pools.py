@@ -221,10 +221,11 @@ FUNC_FAMILIES = {
                        "return x % {k} == 0"),
 }
 # Many constants per family in training (so that the constant has to be copied from the prompt,
-# not recalled for the function name); five held out per family for evaluation.
+# not recalled for the function name); ten held out per family for evaluation (at most 30 tasks).
 FUNC_K = range(2, 61)
-FUNC_EVAL_K = {"add": (4, 13, 27, 38, 51), "mul": (3, 11, 22, 35, 47),
-               "is_multiple_of": (5, 12, 19, 33, 44)}
+FUNC_EVAL_K = {"add": (4, 9, 13, 18, 27, 31, 38, 45, 51, 56),
+               "mul": (3, 7, 11, 16, 22, 29, 35, 41, 47, 53),
+               "is_multiple_of": (5, 8, 12, 19, 24, 33, 37, 44, 49, 58)}
 
 JOKES = [
     "Why did the math book look sad? Because it had too many problems.",
