@@ -10,13 +10,11 @@ import logging
 import shutil
 from pathlib import Path
 
+from .download import AGENTFLAN_STEMS
 from .io import DataError, read_json, read_jsonl, write_json, write_jsonl, write_text
 
 log = logging.getLogger("agentflan")
 
-AGENTFLAN_STEMS = ("agent_instruct_react", "agent_instruct_tflan", "toolbench_instruct_j1s1_3k",
-                   "toolbench_negative", "toolbench_react_10p", "toolbench_tflan_60p_r10r5u7",
-                   "toolbench_tflan_cot_30p")
 SOURCE_REPOS = {
     "agentflan": "internlm/Agent-FLAN",
     "sharegpt": "anon8231489123/ShareGPT_Vicuna_unfiltered",

@@ -7,6 +7,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
 from agentflan import config as cfg  # noqa: E402
+from agentflan.download import AGENTFLAN_STEMS  # noqa: E402
 
 cfg.validate(config)
 RUN = config["run"]

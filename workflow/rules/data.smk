@@ -58,10 +58,7 @@ rule convert:
     input:
         f"{DATA}/raw/agentflan.manifest.json",
     output:
-        expand(f"{DATA}/converted/{{stem}}.jsonl", stem=[
-            "agent_instruct_react", "agent_instruct_tflan", "toolbench_instruct_j1s1_3k",
-            "toolbench_negative", "toolbench_react_10p", "toolbench_tflan_60p_r10r5u7",
-            "toolbench_tflan_cot_30p"]),
+        expand(f"{DATA}/converted/{{stem}}.jsonl", stem=AGENTFLAN_STEMS),
     params:
         args=as_params(raw_dir=f"{DATA}/raw", out_dir=f"{DATA}/converted"),
     log:

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from ..io import DataError, iter_jsonl
-from .text import mean, prediction_text
+from .text import to_plain, mean, prediction_text
 
 SOURCES = {
     "mmlu": ("cais/mmlu", "all", "test"),
@@ -73,14 +73,6 @@ def _opts(options: dict | None) -> dict:
 # Loading
 # ============================================================================================
 
-def _plain(obj: Any) -> Any:
-    if hasattr(obj, "tolist") and not isinstance(obj, (str, bytes)):
-        return _plain(obj.tolist())
-    if isinstance(obj, dict):
-        return {k: _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
-    return obj
 
 
 def _files(benchmark: str, raw_dir: Path, o: dict) -> list[Path]:
@@ -110,7 +102,7 @@ def _records(benchmark: str, raw_dir: Path, o: dict):
             except Exception as exc:  # noqa: BLE001
                 raise DataError(path, f"cannot read parquet file ({exc})") from None
             for i, rec in enumerate(df.to_dict(orient="records")):
-                yield path, i + 1, _plain(rec)
+                yield path, i + 1, to_plain(rec)
         else:
             for line, rec in iter_jsonl(path):
                 yield path, line, rec

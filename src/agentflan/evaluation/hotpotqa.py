@@ -44,7 +44,7 @@ from typing import Any, Callable
 
 from .. import prompts
 from ..io import DataError, iter_jsonl
-from .text import bow_cosine, f1_score, exact_match, first_json_object, mean, prediction_text, \
+from .text import to_plain, bow_cosine, f1_score, exact_match, first_json_object, mean, prediction_text, \
     try_parse_jsonish
 
 REPO = "hotpotqa/hotpot_qa"
@@ -98,15 +98,6 @@ def system_prompt() -> str:
 # Loader
 # ============================================================================================
 
-def _plain(obj: Any) -> Any:
-    """numpy arrays / scalars (from parquet) -> plain Python lists / scalars."""
-    if hasattr(obj, "tolist") and not isinstance(obj, (str, bytes)):
-        return _plain(obj.tolist())
-    if isinstance(obj, dict):
-        return {k: _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
-    return obj
 
 
 def _files(base: Path, o: dict) -> list[Path]:
@@ -135,7 +126,7 @@ def _rows(path: Path):
         except Exception as exc:  # noqa: BLE001
             raise DataError(path, f"cannot read parquet file ({exc})") from None
         for i, rec in enumerate(df.to_dict(orient="records")):
-            yield i + 1, _plain(rec)
+            yield i + 1, to_plain(rec)
     else:
         yield from iter_jsonl(path)
 

@@ -226,3 +226,14 @@ def keyword_pattern(keywords: Iterable[str], case_sensitive: bool = False) -> re
     if not parts:
         return None
     return re.compile("|".join(parts), 0 if case_sensitive else re.IGNORECASE)
+
+
+def to_plain(obj: Any) -> Any:
+    """numpy arrays / scalars (from parquet) -> plain Python lists / scalars."""
+    if hasattr(obj, "tolist") and not isinstance(obj, (str, bytes)):
+        return to_plain(obj.tolist())
+    if isinstance(obj, dict):
+        return {k: to_plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_plain(v) for v in obj]
+    return obj

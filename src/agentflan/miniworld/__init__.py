@@ -39,6 +39,7 @@ import random
 from pathlib import Path
 from typing import Any, Callable
 
+from ..download import AGENTFLAN_STEMS
 from .. import io
 from . import agentinstruct, evalsets, general, toolbench
 from .trajectories import trajectory_pool
@@ -61,9 +62,7 @@ DEFAULT_SCALE: dict[str, int] = {
 WIKI_SHARE = 0.08   # wiki two-hop trajectories in the ToolBench pool (all go to the ReAct file)
 
 AGENT_FLAN = "internlm/Agent-FLAN/data"
-AGENT_FLAN_STEMS = ("agent_instruct_react", "agent_instruct_tflan", "toolbench_instruct_j1s1_3k",
-                    "toolbench_negative", "toolbench_react_10p", "toolbench_tflan_60p_r10r5u7",
-                    "toolbench_tflan_cot_30p")
+AGENT_FLAN_STEMS = AGENTFLAN_STEMS
 PATHS = {
     "sharegpt": "anon8231489123/ShareGPT_Vicuna_unfiltered/ShareGPT_V3_unfiltered_cleaned_split.json",
     "teval_dir": "lovesnowbest/T-Eval/data",
