@@ -33,8 +33,8 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
-from ..io import DataError, iter_jsonl
-from .text import to_plain, mean, prediction_text
+from ..io import DataError
+from .text import iter_rows, mean, prediction_text
 
 SOURCES = {
     "mmlu": ("cais/mmlu", "all", "test"),
@@ -95,17 +95,8 @@ def _files(benchmark: str, raw_dir: Path, o: dict) -> list[Path]:
 
 def _records(benchmark: str, raw_dir: Path, o: dict):
     for path in _files(benchmark, raw_dir, o):
-        if path.suffix == ".parquet":
-            import pandas as pd
-            try:
-                df = pd.read_parquet(path)
-            except Exception as exc:  # noqa: BLE001
-                raise DataError(path, f"cannot read parquet file ({exc})") from None
-            for i, rec in enumerate(df.to_dict(orient="records")):
-                yield path, i + 1, to_plain(rec)
-        else:
-            for line, rec in iter_jsonl(path):
-                yield path, line, rec
+        for line, rec in iter_rows(path):
+            yield path, line, rec
 
 
 def _need(rec: Any, path: Path, line: int, fields: dict[str, type | tuple]) -> None:

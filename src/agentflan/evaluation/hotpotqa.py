@@ -43,8 +43,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .. import prompts
-from ..io import DataError, iter_jsonl
-from .text import to_plain, bow_cosine, f1_score, exact_match, first_json_object, mean, prediction_text, \
+from ..io import DataError
+from .text import iter_rows, bow_cosine, f1_score, exact_match, first_json_object, mean, prediction_text, \
     try_parse_jsonish
 
 REPO = "hotpotqa/hotpot_qa"
@@ -118,19 +118,6 @@ def _files(base: Path, o: dict) -> list[Path]:
     return found
 
 
-def _rows(path: Path):
-    if path.suffix == ".parquet":
-        import pandas as pd
-        try:
-            df = pd.read_parquet(path)
-        except Exception as exc:  # noqa: BLE001
-            raise DataError(path, f"cannot read parquet file ({exc})") from None
-        for i, rec in enumerate(df.to_dict(orient="records")):
-            yield i + 1, to_plain(rec)
-    else:
-        yield from iter_jsonl(path)
-
-
 def _docs(context: Any, path: Path, line: int, rid: str) -> dict[str, list[str]]:
     if not isinstance(context, dict) or not isinstance(context.get("title"), list) \
             or not isinstance(context.get("sentences"), list) \
@@ -155,7 +142,7 @@ def load_items(raw_dir: Path, options: dict | None = None) -> list[dict]:
     seen: set[str] = set()
     sys_prompt = system_prompt()
     for path in _files(base, o):
-        for line, rec in _rows(path):
+        for line, rec in iter_rows(path):
             if not isinstance(rec, dict):
                 raise DataError(path, "record is not an object", line=line)
             rid = rec.get("id")

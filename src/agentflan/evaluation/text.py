@@ -237,3 +237,21 @@ def to_plain(obj: Any) -> Any:
     if isinstance(obj, (list, tuple)):
         return [to_plain(v) for v in obj]
     return obj
+
+
+def iter_rows(path):
+    """``(1-based row, record)`` of a JSONL or parquet file (HF layouts), parquet values made plain."""
+    from pathlib import Path
+
+    from ..io import DataError, iter_jsonl
+    path = Path(path)
+    if path.suffix == ".parquet":
+        import pandas as pd
+        try:
+            df = pd.read_parquet(path)
+        except Exception as exc:  # noqa: BLE001
+            raise DataError(path, f"cannot read parquet file ({exc})") from None
+        for i, rec in enumerate(df.to_dict(orient="records")):
+            yield i + 1, to_plain(rec)
+    else:
+        yield from iter_jsonl(path)
