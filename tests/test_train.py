@@ -77,3 +77,51 @@ def test_lr_schedule_warmup_starts_at_warmup_lr():
     assert fn(10) == pytest.approx(1.0)
     assert fn(60) == pytest.approx(0.5)
     assert fn(110) == pytest.approx(0.0)
+
+
+@pytest.mark.parametrize("method", ["full", "lora"])
+def test_trained_position_head_matches_full_logits(toy, method):
+    """The LM head applied at trained positions only gives the full-logits loss and gradients."""
+    import torch
+    import torch.nn.functional as F
+    from agentflan.modeling import load_causal_lm
+    from agentflan.train import collate, encode_dataset, trained_position_head
+    root, tok = toy
+    examples, _ = encode_dataset(RECORDS, tok, 64)
+    batch = collate([{"input_ids": e.input_ids, "labels": e.labels, "capability": e.capability,
+                      "part": e.part} for e in examples], tok.pad_token_id)
+    model = load_causal_lm(str(root / "init"), dtype="fp32")
+    if method == "lora":
+        from peft import LoraConfig, get_peft_model
+        model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"],
+                                                 task_type="CAUSAL_LM", init_lora_weights=False))
+    inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+    tgt = batch["labels"][:, 1:]
+    mask = tgt != -100
+    assert 0 < int(mask.sum()) < mask.numel()  # some positions are masked out
+
+    def grads(loss):
+        model.zero_grad()
+        loss.backward()
+        return {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+
+    logits = model(**inputs).logits[:, :-1]
+    full = F.cross_entropy(logits.reshape(-1, logits.size(-1)), tgt.reshape(-1), ignore_index=-100)
+    g_full = grads(full)
+    decoder, lm_head = trained_position_head(model)
+    hidden = decoder(**inputs).last_hidden_state[:, :-1][mask]
+    sparse = F.cross_entropy(lm_head(hidden), tgt[mask])
+    g_sparse = grads(sparse)
+    assert torch.allclose(full, sparse, atol=1e-6)
+    assert g_full.keys() == g_sparse.keys() and len(g_full) > 0
+    for name in g_full:
+        assert torch.allclose(g_full[name], g_sparse[name], atol=1e-6), name
+
+
+def test_trained_position_head_declines_other_architectures():
+    from agentflan.train import trained_position_head
+
+    class Other:
+        class config:
+            model_type = "gpt2"
+    assert trained_position_head(Other()) is None

@@ -99,6 +99,25 @@ def lr_lambda_factory(warmup_steps: int, total_steps: int, start_ratio: float, m
     return fn
 
 
+def trained_position_head(model):
+    """``(decoder, lm_head)`` of a Llama causal LM (plain, or wrapped by peft), else ``None``.
+
+    Fine-tuning trains on assistant tokens only (about a fifth of all positions in the
+    miniature), so the trainer runs the decoder, keeps the hidden states at trained positions and
+    applies the LM head to those alone: the same loss and gradients as full logits, without
+    computing and soft-maxing a vocabulary-sized row for every masked position (about a third
+    less CPU time per step for the tiny models, less activation memory for large ones).
+    Other architectures and DeepSpeed engines take the plain ``model(**inputs)`` path."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if getattr(getattr(base, "config", None), "model_type", None) != "llama":
+        return None
+    decoder = getattr(base, "model", None)
+    lm_head = base.get_output_embeddings()
+    if decoder is None or lm_head is None:
+        return None
+    return decoder, lm_head
+
+
 def _make_trainer_cls():
     import torch
     import torch.nn.functional as F
@@ -117,20 +136,30 @@ def _make_trainer_cls():
             cap = inputs.pop("capability")
             part = inputs.pop("part")
             labels = inputs.pop("labels")
-            out = model(**inputs)
-            logits = out.logits[:, :-1, :]
             tgt = labels[:, 1:]
-            ce = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), tgt.reshape(-1),
-                                 ignore_index=-100, reduction="none").view_as(tgt)
             mask = tgt != -100
+            head = None if self.is_deepspeed_enabled or return_outputs else trained_position_head(model)
+            if head is not None:
+                decoder, lm_head = head
+                hidden = decoder(**inputs).last_hidden_state[:, :-1][mask]
+                ce = F.cross_entropy(lm_head(hidden).float(), tgt[mask], reduction="none")
+                out = None
+            else:
+                out = model(**inputs)
+                logits = out.logits[:, :-1, :]
+                ce = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), tgt.reshape(-1),
+                                     ignore_index=-100, reduction="none").view_as(tgt)[mask]
             loss = ce.sum() / mask.sum().clamp(min=1)
             with torch.no_grad():
-                for prefix, cats in (("cap", cap[:, 1:]), ("part", part[:, 1:])):
-                    for cid in torch.unique(cats[mask]).tolist():
-                        sel = mask & (cats == cid)
-                        s = self._sums.setdefault(f"{prefix}{cid}", [0.0, 0])
-                        s[0] += float(ce[sel].sum())
-                        s[1] += int(sel.sum())
+                ce_d = ce.detach().double()
+                for prefix, cats in (("cap", cap[:, 1:][mask]), ("part", part[:, 1:][mask])):
+                    sums = torch.bincount(cats, weights=ce_d).tolist()
+                    counts = torch.bincount(cats).tolist()
+                    for cid, (total, count) in enumerate(zip(sums, counts)):
+                        if count:
+                            s = self._sums.setdefault(f"{prefix}{cid}", [0.0, 0])
+                            s[0] += total
+                            s[1] += count
             return (loss, out) if return_outputs else loss
 
         def _get_train_sampler(self, *args, **kwargs):
