@@ -34,6 +34,17 @@ def test_dry_run_lists_every_experiment(tmp_path):
     assert "meta-llama/Llama-2-70b-hf" in out
 
 
+def test_paper_recipes_keep_portable_deepspeed_paths():
+    """DeepSpeed configs are named relative to the repository, so rule params and train_config.json
+    do not change when the checkout moves; the named files exist."""
+    paper = cfg.load_config(ROOT / "config" / "paper.yaml")
+    seen = {size: cfg.training_recipe(paper, size)["deepspeed"] for size in cfg.sizes(paper)}
+    assert seen == {"7b": "workflow/deepspeed/zero2.json", "13b": "workflow/deepspeed/zero3.json",
+                    "70b": "workflow/deepspeed/zero3.json"}
+    for path in seen.values():
+        assert json.loads((ROOT / path).read_text())["zero_optimization"]["stage"] in (2, 3)
+
+
 def test_ablations_from_a_mirror(tmp_path):
     from agentflan.modeling import train_bpe_tokenizer
     mirror = tmp_path / "mirror"

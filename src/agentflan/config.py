@@ -97,14 +97,14 @@ def split_model_id(model_id: str) -> tuple[str, str]:
 
 
 def training_recipe(config: dict, size: str, pretrain: bool = False) -> dict:
+    """The effective recipe of one training job. Paths in it (``deepspeed``) stay as configured,
+    relative to the repository root, so rule params do not change when the checkout moves."""
     recipe = copy.deepcopy(config["training"]["default"])
     if pretrain:
         recipe.update(config["models"]["pretrain"].get("recipe", {}))
     else:
         recipe.update(config["training"]["per_size"].get(size, {}))
     recipe["max_length"] = config["data"]["max_length"]
-    if recipe.get("deepspeed") and not Path(recipe["deepspeed"]).is_absolute():
-        recipe["deepspeed"] = str(ROOT / recipe["deepspeed"])
     if not recipe.get("per_device_batch_size"):
         recipe["per_device_batch_size"] = recipe["batch_size"]
     return recipe

@@ -239,6 +239,10 @@ def train(*, base_model: str, data_path: Path, out_dir: Path, metrics_path: Path
     warmup_steps = int(round(float(recipe.get("warmup_ratio", 0.03)) * total_steps))
     lr = float(recipe["learning_rate"])
 
+    deepspeed = recipe.get("deepspeed") or None
+    if deepspeed and not Path(deepspeed).is_absolute():
+        from .config import ROOT
+        deepspeed = str(ROOT / deepspeed)
     checkpoint_dir = Path(checkpoint_dir)
     args = TrainingArguments(
         output_dir=str(checkpoint_dir),
@@ -261,7 +265,7 @@ def train(*, base_model: str, data_path: Path, out_dir: Path, metrics_path: Path
         dataloader_num_workers=0,
         report_to=[],
         remove_unused_columns=False,
-        deepspeed=recipe.get("deepspeed") or None,
+        deepspeed=deepspeed,
         disable_tqdm=False,
         **({"gradient_checkpointing": True} if recipe.get("gradient_checkpointing") else {}),
     )
@@ -277,7 +281,7 @@ def train(*, base_model: str, data_path: Path, out_dir: Path, metrics_path: Path
     order = length_grouped_order([len(e) for e in examples], per_device * world, seed)
     trainer = trainer_cls(model=model, args=args, train_dataset=_DS([examples[i] for i in order]),
                           data_collator=lambda b: collate(b, tokenizer.pad_token_id),
-                          optimizers=(None, None) if recipe.get("deepspeed") else (optimizer, scheduler),
+                          optimizers=(None, None) if deepspeed else (optimizer, scheduler),
                           metrics_path=tmp_metrics)
     resume = _latest_checkpoint(checkpoint_dir) if recipe.get("resume", "auto") == "auto" else None
     t0 = time.time()
