@@ -400,3 +400,28 @@ def test_diff_needs_all_tables(tmp_path):
     build_table("table1", FIXTURE, REPORTED, tmp_path / "table1.csv", tmp_path / "table1.md")
     with pytest.raises(DataError, match=r"table2\.csv"):
         build_diff(FIXTURE, REPORTED, tmp_path, tmp_path / "d.md", tmp_path / "d.csv")
+
+
+def _rec(rid, system, query, answer):
+    return {"id": rid, "turns": [{"role": "system", "content": system}, {"role": "user", "content": query},
+                                 {"role": "assistant", "content": answer}]}
+
+
+def test_figure5_pairs_a_react_record_with_its_own_rewrite(tmp_path):
+    from agentflan.io import write_jsonl
+    from agentflan.stages import _examples
+    call = 'Thought: look it up.\nAction: get_time\nAction Input: {"city": "%s"}'
+    write_jsonl(tmp_path / "react.jsonl", [_rec("r0", "tools: get_time", "Time in Oslo?", "no tool call"),
+                                           _rec("r1", "tools: get_time", "Time in Lima?", call % "Lima"),
+                                           _rec("r2", "tools: get_time", "Time in  Rome?", call % "Rome")])
+    write_jsonl(tmp_path / "chat.jsonl", [_rec("c0", "tools: get_weather", "Weather in Lima?", "get_weather"),
+                                          _rec("c1", "tools: get_time", "Time in Rome?", "get_time"),
+                                          _rec("c2", "tools: get_time", "Time in Oslo?", "get_time")])
+    ex = _examples(str(tmp_path / "react.jsonl"), str(tmp_path / "chat.jsonl"))
+    # r0 has no tool call; r1's query has no rewrite; r2 matches c1 up to whitespace.
+    assert (ex["react"]["id"], ex["chat"]["id"], ex["similarity"]) == ("r2", "c1", 1.0)
+    # Without an exact query match, the most similar pair is shown and its similarity reported.
+    write_jsonl(tmp_path / "chat.jsonl", [_rec("c0", "tools: get_weather", "Weather in Lima?", "x"),
+                                          _rec("c1", "tools: get_time", "What time is it in Rome?", "x")])
+    ex = _examples(str(tmp_path / "react.jsonl"), str(tmp_path / "chat.jsonl"))
+    assert (ex["react"]["id"], ex["chat"]["id"]) == ("r2", "c1") and 0 < ex["similarity"] < 1

@@ -245,7 +245,9 @@ def _fig5(s: Summary, entries: list[rep.Entry]) -> Any:
         ax.set_title(title + (f"\n{rid}" if rid else ""), fontsize=9)
         ax.text(0.0, 1.0, _panel_text(ex[key]["turns"]), va="top", ha="left", family="DejaVu Sans Mono",
                 fontsize=7, transform=ax.transAxes)
-    fig.suptitle(_caption(s, "Figure 5: a ReAct record and its chat-aligned rewrite"), fontsize=9)
+    sim = ex.get("similarity")
+    pairing = "" if sim is None else f" (paired by content: Jaccard {sim:.2f} of non-assistant words)"
+    fig.suptitle(_caption(s, "Figure 5: a ReAct record and its chat-aligned rewrite" + pairing), fontsize=9)
     return fig
 
 
