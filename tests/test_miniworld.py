@@ -30,7 +30,7 @@ from agentflan.records import ROLES, canonical_from_released
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 AF = "internlm/Agent-FLAN/data"
-SMALL = {"toolbench_pool": 60, "instruct": 20, "negative": 12, "agentinstruct_per_task": 3,
+SMALL = {"toolbench_pool": 60, "toolbench_wiki": 6, "instruct": 20, "negative": 12, "agentinstruct_per_task": 3,
          "sharegpt": 30, "teval_per_file": 4, "glaive": 12, "hotpotqa_per_level": 3, "mmlu": 6,
          "gsm8k": 6, "humaneval": 4, "pretrain": 50}
 REACT_TAIL = prompts.REACT_FORMAT_INSTRUCTION.format(names="x").splitlines()[-1]
@@ -90,9 +90,11 @@ def test_manifest_lists_every_source(world):
         assert info["rows"] > 0 and re.fullmatch(r"[0-9a-f]{64}", info["sha256"])
     sc = DEFAULT_SCALE
     n = sc["toolbench_pool"]
-    assert m[f"{AF}/toolbench_react_10p.jsonl"]["rows"] == round(0.1 * n)
+    wiki = sc["toolbench_wiki"]
+    react = wiki + max(round(0.1 * n) - wiki, round(0.05 * n))   # all wiki, then API records
+    assert m[f"{AF}/toolbench_react_10p.jsonl"]["rows"] == react
     assert m[f"{AF}/toolbench_tflan_60p_r10r5u7.jsonl"]["rows"] == round(0.6 * n)
-    assert m[f"{AF}/toolbench_tflan_cot_30p.jsonl"]["rows"] == n - round(0.1 * n) - round(0.6 * n)
+    assert m[f"{AF}/toolbench_tflan_cot_30p.jsonl"]["rows"] == n - react - round(0.6 * n)
     assert m[f"{AF}/agent_instruct_react.jsonl"]["rows"] == 6 * sc["agentinstruct_per_task"]
     assert m[PATHS["hotpotqa"]]["rows"] == 3 * sc["hotpotqa_per_level"]
     assert m[PATHS["sharegpt"]]["rows"] == sc["sharegpt"]
@@ -702,7 +704,7 @@ def test_copy_drill_names(world):
 
 
 def test_one_query_template_per_tool(world):
-    """Training queries use THE template of their kind; the paraphrase occurs in <= 20 %."""
+    """Training queries use THE template of their kind; the paraphrase is rare (15 % drawn)."""
     forms = Counter()
     for stem in ("toolbench_tflan_60p_r10r5u7", "toolbench_tflan_cot_30p", "toolbench_instruct_j1s1_3k"):
         for r in _af(world, stem):
@@ -715,7 +717,8 @@ def test_one_query_template_per_tool(world):
     for kind in QUERIES:
         main, alt = forms[(kind, 0)], forms[(kind, 1)]
         assert main > 0, kind
-        assert alt <= 0.2 * (main + alt), kind
+        # QUERY_ALT_SHARE is 0.15; 0.25 leaves room for sampling noise in a few dozen records
+        assert alt <= 0.25 * (main + alt), kind
     # thoughts: "I need to <purpose>." (first step) / "Now I need to <purpose>." (later steps)
     for r in _af(world, "toolbench_tflan_60p_r10r5u7"):
         conv = r["conversation"]
@@ -725,7 +728,8 @@ def test_one_query_template_per_tool(world):
 
 
 def test_record_lengths(world, tmp_path):
-    """Median record <= 180 tokens, p95 <= 320 (1,536-token BPE trained on the world, records
+    """Median record <= 180 tokens, p95 <= 400 (wiki records carry the ~240-token harness prompt;
+    1,536-token BPE trained on the world, records
     rendered with the chat template); pretraining documents <= 120 tokens except those carrying a
     harness system prompt (tool list + ReAct format) or a wiki two-hop transcript."""
     from agentflan.modeling import load_tokenizer, train_bpe_tokenizer
@@ -749,7 +753,7 @@ def test_record_lengths(world, tmp_path):
 
     lens = n_tokens(texts)
     median, p95 = lens[len(lens) // 2], lens[int(0.95 * len(lens))]
-    assert median <= 180 and p95 <= 320, (median, p95)
+    assert median <= 180 and p95 <= 400, (median, p95)
     short = [d for d in docs if REACT_TAIL not in d and "Action: Search\n" not in d]
     plens = n_tokens(short)
     assert len(short) >= 0.8 * len(docs) and plens[-1] <= 120, plens[-10:]

@@ -278,7 +278,8 @@ def train(*, base_model: str, data_path: Path, out_dir: Path, metrics_path: Path
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda_factory(
         warmup_steps, total_steps, float(recipe.get("warmup_start_lr", lr * 0.2)) / lr,
         float(recipe.get("min_lr_ratio", 0.0))))
-    order = length_grouped_order([len(e) for e in examples], per_device * world, seed)
+    order = length_grouped_order([len(e) for e in examples], per_device * world, seed,
+                                 mega=int(recipe.get("length_group_window", 16)))
     trainer = trainer_cls(model=model, args=args, train_dataset=_DS([examples[i] for i in order]),
                           data_collator=lambda b: collate(b, tokenizer.pad_token_id),
                           optimizers=(None, None) if deepspeed else (optimizer, scheduler),

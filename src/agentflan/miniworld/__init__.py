@@ -47,19 +47,19 @@ from .world import TOOLS, WIKI_SEARCH_TOOL, WIKI_TOOLS, World, render_observatio
 
 DEFAULT_SCALE: dict[str, int] = {
     "toolbench_pool": 500,         # abstract ToolBench trajectories, split 10/60/30
+    "toolbench_wiki": 80,          # of which wiki two-hop trajectories (all go to the ReAct file)
     "instruct": 200,               # toolbench_instruct_j1s1_3k rows (incl. review / plan rows)
     "negative": 120,               # toolbench_negative rows (half case b, half case c)
     "agentinstruct_per_task": 10,  # per task (6 tasks) in agent_instruct_{react,tflan}
     "sharegpt": 700,               # 150 multiple choice, 250 arithmetic, 150 functions, 150 chat
     "teval_per_file": 15,          # per T-Eval v2 file (8 files)
     "glaive": 80,
-    "hotpotqa_per_level": 10,      # easy / medium / hard
+    "hotpotqa_per_level": 30,      # easy / medium / hard
     "mmlu": 40,
     "gsm8k": 40,
     "humaneval": 15,               # at most 30 (3 families x 10 held-out constants)
     "pretrain": 3000,
 }
-WIKI_SHARE = 0.08   # wiki two-hop trajectories in the ToolBench pool (all go to the ReAct file)
 
 AGENT_FLAN = "internlm/Agent-FLAN/data"
 AGENT_FLAN_STEMS = AGENTFLAN_STEMS
@@ -102,7 +102,7 @@ def build(seed: int = 0, scale: dict | None = None) -> dict[str, Any]:
 
     # ---- ToolBench-derived Agent-FLAN files: one pool, three renderings, plus j1s1 and negatives
     n_pool = sc["toolbench_pool"]
-    pool = trajectory_pool(w, _rng(seed, "toolbench_pool"), n_pool, round(WIKI_SHARE * n_pool),
+    pool = trajectory_pool(w, _rng(seed, "toolbench_pool"), n_pool, sc["toolbench_wiki"],
                            toolbench.SYNTH_SHARE)
     react_part, tflan_part, cot_part = toolbench.partition(pool)
     out["toolbench_react_10p"] = toolbench.render_react_part(react_part, _rng(seed, "toolbench_react_10p"))

@@ -2,8 +2,8 @@
 
 One abstract trajectory pool is partitioned into 10 % / 60 % / 30 % and rendered as
 
-* ``toolbench_react_10p`` -- ReAct. All wiki two-hop trajectories of the pool (at least 40 at the
-  default scale) and some API trajectories. Wiki trajectories and every other API record use the
+* ``toolbench_react_10p`` -- ReAct. All wiki two-hop trajectories of the pool (80 at the
+  default scale) and some API trajectories (see :func:`partition`). Wiki trajectories and every other API record use the
   *text* protocol of :mod:`agentflan.prompts` (system = ``render_tool_system(tools, react=True)``,
   for wiki exactly the HotpotQA harness prompt; assistant = ``Thought/Action/Action Input``, last
   step ``Action: FinalAnswer`` with ``{"answer": ...}``), the protocol the HotpotQA and Agent-H
@@ -91,15 +91,18 @@ def turn(role: str, content: str, loss=...) -> dict:
 def partition(pool: list, n_total: int | None = None) -> list[list]:
     """Split ``pool`` into the react / tflan / cot parts.
 
-    Part sizes are ``round(n * 0.1)``, ``round(n * 0.6)`` and the rest. Every wiki trajectory
-    goes to the react part (the ReAct file carries the HotpotQA protocol); the react part is
-    filled up with API trajectories in pool order, the other API trajectories follow in order.
+    Every wiki trajectory goes to the react part (the ReAct file carries the HotpotQA protocol),
+    followed by API trajectories in pool order: enough to fill the part to ``round(n * 0.1)``, and
+    never fewer than ``round(n * 0.05)`` (so the ToolBench JSON protocol is always present). The
+    tflan part takes the next ``round(n * 0.6)`` API trajectories, the cot part the rest. With more
+    wiki trajectories than 10 % of the pool (the default: 80 of 500, so that the tiny models learn
+    the HotpotQA protocol), the react part is larger than its name says and the cot part smaller.
     """
     n = len(pool) if n_total is None else n_total
     n_react, n_tflan = round(n * REACT_FILE_SHARE), round(n * TFLAN_FILE_SHARE)
     wiki = [t for t in pool if getattr(t, "family", "") == "wiki"]
     api = [t for t in pool if getattr(t, "family", "") != "wiki"]
-    fill = max(0, n_react - len(wiki))
+    fill = max(n_react - len(wiki), round(n * REACT_FILE_SHARE / 2))
     react = wiki + api[:fill]
     rest = api[fill:]
     return [react, rest[:n_tflan], rest[n_tflan:]]
