@@ -125,3 +125,22 @@ def test_trained_position_head_declines_other_architectures():
         class config:
             model_type = "gpt2"
     assert trained_position_head(Other()) is None
+
+
+def test_length_grouped_order_is_a_seeded_permutation_that_pads_less_with_wider_windows():
+    import random
+    from agentflan.train import length_grouped_order
+    rng = random.Random(7)
+    lengths = [rng.choice([rng.randint(10, 60), rng.randint(200, 400)]) for _ in range(2000)]
+
+    def padded(order, batch=16):
+        return sum(max(lengths[i] for i in order[k:k + batch]) * len(order[k:k + batch])
+                   for k in range(0, len(order), batch))
+    narrow = length_grouped_order(lengths, 16, seed=0, mega=1)
+    mid = length_grouped_order(lengths, 16, seed=0, mega=16)
+    wide = length_grouped_order(lengths, 16, seed=0, mega=64)
+    for order in (narrow, mid, wide):
+        assert sorted(order) == list(range(len(lengths)))
+    assert wide == length_grouped_order(lengths, 16, seed=0, mega=64)
+    assert wide != length_grouped_order(lengths, 16, seed=1, mega=64)
+    assert padded(wide) < padded(mid) < padded(narrow)
