@@ -729,9 +729,9 @@ def test_one_query_template_per_tool(world):
 
 def test_record_lengths(world, tmp_path):
     """Median record <= 180 tokens, p95 <= 400 (wiki records carry the ~240-token harness prompt;
-    1,536-token BPE trained on the world, records
-    rendered with the chat template); pretraining documents <= 120 tokens except those carrying a
-    harness system prompt (tool list + ReAct format) or a wiki two-hop transcript."""
+    1,536-token BPE trained on the world, records rendered with the chat template); pretraining
+    documents <= 120 tokens except those carrying a harness system prompt (tool list + ReAct
+    format) or a wiki two-hop transcript."""
     from agentflan.modeling import load_tokenizer, train_bpe_tokenizer
     from agentflan.sharegpt import load_sharegpt_with_stats
     from agentflan.template import render

@@ -235,14 +235,16 @@ def summarize(scores: list[str], models: dict, ablation_stats: list[str], metric
     write_json(out / "examples.json", _examples(**example_source))
 
 
-def _examples(react_path: str, chat_path: str, scan: int = 200, fallback_chat: int = 2000) -> dict:
+def _examples(react_path: str, chat_path: str, scan: int = 200, fallback_react: int = 50,
+              fallback_chat: int = 2000) -> dict:
     """The ReAct record and the chat-aligned record that render the same trajectory, for Figure 5.
 
     The release does not link a ReAct record to its rewrite, so the pair is found by content. First
     choice: the first ReAct record (among the first ``scan`` that call a tool) whose user query is
     also a user turn of some chat-aligned record. Otherwise the pair with the highest Jaccard
-    similarity of non-assistant words (first ``fallback_chat`` chat records). The similarity is kept
-    in the summary and printed in the figure, so an unrelated pair is visible as such."""
+    similarity of non-assistant words (first ``fallback_react`` of those ReAct records, first
+    ``fallback_chat`` chat records). The similarity is kept in the summary and printed in the
+    figure, so an unrelated pair is visible as such."""
     import re
 
     def norm(text: str) -> str:
@@ -251,6 +253,9 @@ def _examples(react_path: str, chat_path: str, scan: int = 200, fallback_chat: i
     def words(rec: dict) -> frozenset:
         text = " ".join(t["content"] for t in rec["turns"] if t["role"] != "assistant")
         return frozenset(re.findall(r"\w+", text.lower()))
+
+    def jaccard(a: frozenset, b: frozenset) -> float:
+        return len(a & b) / max(1, len(a | b))
 
     react = [r for r in read_jsonl(react_path) if any("Action Input" in t["content"] for t in r["turns"])][:scan]
     chat = read_jsonl(chat_path)
@@ -269,11 +274,11 @@ def _examples(react_path: str, chat_path: str, scan: int = 200, fallback_chat: i
             break
     if best is None:
         chat_words = [words(c) for c in chat[:fallback_chat]]
-        scored = max((len(w & cw) / max(1, len(w | cw)), -ri, -ci)
-                     for ri, w in enumerate(words(r) for r in react[:50]) for ci, cw in enumerate(chat_words))
+        scored = max((jaccard(w, cw), -ri, -ci) for ri, w in enumerate(words(r) for r in react[:fallback_react])
+                     for ci, cw in enumerate(chat_words))
         best = (-scored[1], -scored[2])
     r, c = react[best[0]], chat[best[1]]
-    sim = len(words(r) & words(c)) / max(1, len(words(r) | words(c)))
+    sim = jaccard(words(r), words(c))
     return {"react": {"id": r["id"], "turns": r["turns"]}, "chat": {"id": c["id"], "turns": c["turns"]},
             "similarity": round(sim, 4)}
 

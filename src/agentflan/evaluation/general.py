@@ -74,7 +74,6 @@ def _opts(options: dict | None) -> dict:
 # ============================================================================================
 
 
-
 def _files(benchmark: str, raw_dir: Path, o: dict) -> list[Path]:
     repo, config, split = SOURCES[benchmark]
     base = Path(raw_dir) / repo

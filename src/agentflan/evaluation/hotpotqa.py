@@ -99,7 +99,6 @@ def system_prompt() -> str:
 # ============================================================================================
 
 
-
 def _files(base: Path, o: dict) -> list[Path]:
     if o["files"]:
         pats = [o["files"]] if isinstance(o["files"], str) else list(o["files"])

@@ -35,11 +35,10 @@ import json
 import random
 
 from .. import prompts
-from .pools import (ELICIT_ARGS, ELICIT_NAME, INSTRUCT_ACTION_KEYS, INSTRUCT_ARGS_KEYS,
-                    INSTRUCT_DELIMITERS, INSTRUCT_THOUGHT_KEYS, REVIEW_QUESTION, RRU_KEYS)
-from .toolbench import (INSTRUCT_RRU_KEYS_SHARE, apis_system, dumps, general_exchange,
-                        instruct_json_template, instruct_string_template, plan_gold, plan_prompt,
-                        plan_trajectory, review_conversation, single_call, unservable_exchange)
+from .pools import ELICIT_ARGS, ELICIT_NAME, INSTRUCT_DELIMITERS, REVIEW_QUESTION, RRU_KEYS
+from .toolbench import (apis_system, dumps, general_exchange, instruct_json_template, instruct_keys,
+                        instruct_string_template, plan_gold, plan_prompt, plan_trajectory,
+                        review_conversation, single_call, unservable_exchange)
 from .trajectories import KIND_OF_API, Trajectory, make_trajectory, wiki_question
 from .world import API_TOOLS, TOOLS, World
 
@@ -72,9 +71,7 @@ def teval_sample(w: World, rng: random.Random, stem: str) -> dict:
         t = single_call(w, rng, "eval")
         s = t.steps[0]
         if rng.random() < 0.5:
-            keys = RRU_KEYS if rng.random() < INSTRUCT_RRU_KEYS_SHARE else (
-                rng.choice(INSTRUCT_THOUGHT_KEYS), rng.choice(INSTRUCT_ACTION_KEYS),
-                rng.choice(INSTRUCT_ARGS_KEYS))
+            keys = instruct_keys(rng)
             system = apis_system(t.tools) + "\n" + instruct_json_template(keys)
             fmt, template = "json", {"thought": keys[0], "action": keys[1], "args": keys[2]}
         else:

@@ -256,6 +256,14 @@ def apis_system(tools: list[dict]) -> str:
     return head + "\n" + "\n".join(api_dict_literal(t) for t in tools)
 
 
+def instruct_keys(rng: random.Random) -> tuple[str, str, str]:
+    """Key names of a JSON single-call template: exactly T-Eval's rru keys in
+    :data:`INSTRUCT_RRU_KEYS_SHARE` of the draws, else randomised (j1s1 records, T-Eval instruct)."""
+    if rng.random() < INSTRUCT_RRU_KEYS_SHARE:
+        return RRU_KEYS
+    return rng.choice(INSTRUCT_THOUGHT_KEYS), rng.choice(INSTRUCT_ACTION_KEYS), rng.choice(INSTRUCT_ARGS_KEYS)
+
+
 def instruct_json_template(keys: tuple[str, str, str]) -> str:
     k1, k2, k3 = keys
     return (f"Respond with a JSON object with the keys \"{k1}\", \"{k2}\" and \"{k3}\": "
@@ -372,9 +380,7 @@ def render_instruct(w: World, rng: random.Random, kind_rng: random.Random, kind:
         system = apis_system(t.tools) + "\n" + instruct_string_template(d)
         answer = instruct_string_answer(d, s.thought, s.api, s.args)
     else:
-        keys = RRU_KEYS if rng.random() < INSTRUCT_RRU_KEYS_SHARE else (
-            rng.choice(INSTRUCT_THOUGHT_KEYS), rng.choice(INSTRUCT_ACTION_KEYS),
-            rng.choice(INSTRUCT_ARGS_KEYS))
+        keys = instruct_keys(rng)
         system = apis_system(t.tools) + "\n" + instruct_json_template(keys)
         answer = instruct_json_answer(keys, s)
     return [turn("system", system), turn("user", t.query), turn("assistant", answer, True)]
