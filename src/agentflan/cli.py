@@ -23,11 +23,24 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        run_stage(args.stage, params_from(args.params))
-    except DataError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        params = params_from(args.params)
+    except (OSError, ValueError) as exc:  # unreadable @file, invalid JSON
+        return _fail(f"--params: {exc}")
+    if not isinstance(params, dict):
+        return _fail(f"--params: expected a JSON object, got {type(params).__name__}")
+    try:
+        run_stage(args.stage, params)
+    except DataError as exc:  # bad input: one line naming file, line and record; no traceback
+        return _fail(str(exc))
     return 0
+
+
+def _fail(message: str) -> int:
+    """Print ``error: <message>`` as exactly one line on stderr; exit status 2."""
+    line = " ".join(str(message).splitlines())
+    sys.stderr.write("error: " + line.encode("utf-8", "backslashreplace").decode("utf-8") + "\n")
+    sys.stderr.flush()
+    return 2
 
 
 if __name__ == "__main__":

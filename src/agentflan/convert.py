@@ -5,17 +5,29 @@ inference, which would turn a missing ``loss`` into ``None``), validates every r
 loss policy of :mod:`agentflan.records`, tags capabilities (:mod:`agentflan.capability`) and the
 AgentInstruct task, and writes the canonical file atomically: a bad record aborts the conversion
 with an error naming the file and the line, and no output is left behind.
+
+``convert_release`` (the ``convert`` stage) reads and checks all seven files before it writes
+any, so a bad record in any file leaves no converted file at all. Policies (data/README.md,
+"Bad input"): a duplicate record id within a file is an error naming both lines; records that
+cannot be trained (:func:`agentflan.records.skip_reason`) are skipped, logged, and listed with
+their file, line and reason in ``<out_dir>/skipped.json``, which the data card reports.
 """
 from __future__ import annotations
 
+import logging
 import re
 import statistics
 from collections import Counter
 from pathlib import Path
 
 from .capability import source_family, tag_record
-from .io import iter_jsonl, write_json, write_jsonl, write_text
-from .records import canonical_from_released
+from .io import DataError, iter_jsonl, read_json, write_json, write_jsonl, write_text
+from .records import SKIP_REASONS, canonical_from_released, skip_reason
+
+log = logging.getLogger(__name__)
+
+#: Name of the skip list that ``convert_release`` writes next to the converted files.
+SKIPPED_NAME = "skipped.json"
 
 # Markers of the six AgentInstruct tasks in the released text (data_formats.md §1.3, §2).
 TASK_MARKERS = (
@@ -42,16 +54,73 @@ def infer_task(record: dict) -> str:
     return "unknown"
 
 
-def convert_file(src: Path, dst: Path, stem: str) -> dict:
-    """Convert one released file; returns per-file counts for the data card."""
-    records = []
+def convert_records(src: Path, stem: str) -> tuple[list[dict], list[dict]]:
+    """Read and check one released file: ``(records, skipped)``; ``skipped`` lists
+    ``{"id", "line", "reason"}`` of the records :func:`~agentflan.records.skip_reason` refuses."""
+    records: list[dict] = []
+    skipped: list[dict] = []
+    first_line: dict[str, int] = {}
     for line, obj in iter_jsonl(src):
         rec = canonical_from_released(obj, source=stem, path=str(src), line=line)
+        rid = rec["id"]
+        if rid in first_line:
+            raise DataError(src, f"duplicate record id (first on line {first_line[rid]}); "
+                                 "record ids must be unique within a file", line=line, record=rid)
+        first_line[rid] = line
+        reason = skip_reason(rec)
+        if reason is not None:
+            log.warning("%s:%d (record %r): skipped, %s", src, line, rid, SKIP_REASONS[reason])
+            skipped.append({"id": rid, "line": line, "reason": reason})
+            continue
         tag_record(rec)
         rec["task"] = infer_task(rec)
         records.append(rec)
+    if not records:
+        raise DataError(src, f"no trainable record: all {len(skipped)} records are skipped "
+                             f"({dict(sorted(Counter(s['reason'] for s in skipped).items()))})")
+    return records, skipped
+
+
+def convert_file(src: Path, dst: Path, stem: str) -> dict:
+    """Convert one released file; returns per-file counts for the data card (with ``skipped``)."""
+    records, skipped = convert_records(src, stem)
     write_jsonl(dst, records)
-    return file_stats(records)
+    stats = file_stats(records)
+    stats["skipped"] = skipped_summary(skipped)
+    return stats
+
+
+def convert_release(files: dict[str, Path], out_dir: Path) -> dict:
+    """Convert every released file (``{stem: path}``) into ``out_dir/<stem>.jsonl`` and write the
+    skip list ``out_dir/skipped.json`` (``{stem: [{"id", "line", "reason"}]}``). Every file is
+    read and checked before anything is written. Returns ``{stem: file stats}``."""
+    out_dir = Path(out_dir)
+    converted = {stem: convert_records(Path(path), stem) for stem, path in sorted(files.items())}
+    stats = {}
+    for stem, (records, skipped) in converted.items():
+        write_jsonl(out_dir / f"{stem}.jsonl", records)
+        stats[stem] = {**file_stats(records), "skipped": skipped_summary(skipped)}
+    write_json(out_dir / SKIPPED_NAME, {stem: skipped for stem, (_, skipped) in converted.items()})
+    return stats
+
+
+def skipped_summary(skipped: list[dict], max_ids: int = 20) -> dict:
+    """Card entry of a file's skip list: total, count per reason, the first ``max_ids`` ids."""
+    return {"total": len(skipped),
+            "by_reason": dict(sorted(Counter(s["reason"] for s in skipped).items())),
+            "ids": [s["id"] for s in skipped[:max_ids]]}
+
+
+def load_skipped(converted_dir: Path) -> dict[str, list[dict]]:
+    """The skip list written by :func:`convert_release` (a missing file is an error: the card
+    must not report zero skips it does not know about)."""
+    path = Path(converted_dir) / SKIPPED_NAME
+    if not path.exists():
+        raise DataError(path, "skip list of the convert stage not found; re-run the convert stage")
+    data = read_json(path)
+    if not isinstance(data, dict) or not all(isinstance(v, list) for v in data.values()):
+        raise DataError(path, "expected {stem: [{id, line, reason}]}")
+    return data
 
 
 def file_stats(records: list[dict]) -> dict:
@@ -90,21 +159,33 @@ def token_stats(records: list[dict], seg_tok) -> dict:
 
 
 def build_card(converted: dict[str, list[dict]], seg_tok, max_length: int, out_json: Path,
-               out_md: Path, provenance: dict) -> dict:
+               out_md: Path, provenance: dict, skipped: dict[str, list[dict]] | None = None) -> dict:
     """Data card: per-file rows, roles, turns, loss:false counts, samples ending on loss:false,
-    capability counts, tasks and token-length statistics (with the run's tokenizer)."""
+    capability counts, tasks and token-length statistics (with the run's tokenizer), and the
+    records the conversion skipped (``skipped``: the skip list of :func:`convert_release`)."""
+    skipped = skipped or {}
+    unknown = sorted(set(skipped) - set(converted))
+    if unknown:
+        raise DataError(SKIPPED_NAME, f"skip list names file(s) {unknown} that are not converted")
     files = {}
     for stem in sorted(converted):
         recs = converted[stem]
         st = file_stats(recs)
+        st["skipped"] = skipped_summary(skipped.get(stem, []))
         st.update(token_stats(recs, seg_tok))
         st["over_max_length"] = sum(1 for r in recs if len(seg_tok.encode_record(r)) > max_length)
         files[stem] = st
     card = {"files": files, "max_length": max_length, "provenance": provenance,
-            "total_rows": sum(f["rows"] for f in files.values())}
+            "total_rows": sum(f["rows"] for f in files.values()),
+            "total_skipped": sum(f["skipped"]["total"] for f in files.values())}
     write_json(out_json, card)
     write_text(out_md, render_card_md(card))
     return card
+
+
+def _md_code(text: str) -> str:
+    """An id as inline code that cannot break a Markdown table row."""
+    return "`" + str(text).replace("`", "'").replace("|", "\\|") + "`"
 
 
 def render_card_md(card: dict) -> str:
@@ -127,6 +208,16 @@ def render_card_md(card: dict) -> str:
         caps = f["trained_turns_by_capability"]
         lines.append(f"| `{stem}` | " + " | ".join(str(caps.get(c, 0)) for c in
                                                    ("reasoning", "retrieval", "understanding", "instruction", "other")) + " |")
+    lines += ["", "## Records skipped by the conversion", "",
+              f"{card['total_skipped']} records in all (policy: data/README.md, \"Bad input\"). "
+              "Rows above count the records kept.", "",
+              "| file | skipped | " + " | ".join(f"`{r}`" for r in SKIP_REASONS) + " | first ids |",
+              "| --- | ---: | " + " | ".join("---:" for _ in SKIP_REASONS) + " | --- |"]
+    for stem, f in card["files"].items():
+        sk = f["skipped"]
+        lines.append(f"| `{stem}` | {sk['total']} | "
+                     + " | ".join(str(sk["by_reason"].get(r, 0)) for r in SKIP_REASONS)
+                     + " | " + (", ".join(_md_code(i) for i in sk["ids"]) or "none") + " |")
     lines += ["", "## Tasks (AgentInstruct files) and samples ending on `loss: false`", ""]
     for stem, f in card["files"].items():
         tasks = ", ".join(f"{k} {v}" for k, v in f["tasks"].items())

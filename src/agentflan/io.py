@@ -7,10 +7,13 @@
 """
 from __future__ import annotations
 
+import codecs
 import contextlib
 import hashlib
 import json
+import math
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -26,7 +29,9 @@ class DataError(ValueError):
             where += f":{line}"
         if record is not None:
             where += f" (record {record!r})"
-        super().__init__(f"{where}: {message}")
+        # One printable line whatever the data holds: no raw newlines, no lone surrogates.
+        text = f"{where}: {message}".replace("\r", "\\r").replace("\n", "\\n")
+        super().__init__(text.encode("utf-8", "backslashreplace").decode("utf-8"))
         self.path = str(path)
         self.line = line
         self.record = record
@@ -76,41 +81,271 @@ def write_text(path: str | os.PathLike, text: str) -> None:
         fh.write(text)
 
 
+# ---------------------------------------------------------------------------------------------
+# Readers. Every way a file can be malformed ends in one DataError line naming the file, the
+# 1-based line and, where it can be found, the record id (data/README.md, "Bad input").
+
+#: Longest JSON Lines line accepted, in bytes (without the newline). A chat record of the release
+#: is at most a few hundred KB; a longer line is a JSON array or a binary file under a .jsonl name.
+MAX_LINE_BYTES = 16 * 1024 * 1024
+#: Deepest JSON nesting accepted (a released record is 4 levels deep; Python's parser itself
+#: fails at about 1,000 levels with a RecursionError, which is reported as this error as well).
+MAX_JSON_DEPTH = 64
+
+# Byte signatures of things that are not UTF-8 JSON text. UTF-32 before UTF-16 (same prefix).
+_BOMS = ((codecs.BOM_UTF32_LE, "UTF-32-LE"), (codecs.BOM_UTF32_BE, "UTF-32-BE"),
+         (codecs.BOM_UTF16_LE, "UTF-16-LE"), (codecs.BOM_UTF16_BE, "UTF-16-BE"))
+_MAGIC = ((b"\x1f\x8b", "gzip-compressed data (decompress it first)"),
+          (b"PK\x03\x04", "a zip archive"),
+          (b"BZh", "bzip2-compressed data (decompress it first)"),
+          (b"\xfd7zXZ\x00", "xz-compressed data (decompress it first)"),
+          (b"\x28\xb5\x2f\xfd", "zstd-compressed data (decompress it first)"),
+          (b"PAR1", "a Parquet file, not JSON"),
+          (b"version https://git-lfs", "a Git LFS pointer, not the data (fetch the LFS object)"))
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+_ID_GUESS = re.compile(rb'"id"\s*:\s*"((?:[^"\\\n]|\\.){1,200})"')
+
+
+def _check_head(path: Path, head: bytes) -> int:
+    """Refuse non-UTF-8 encodings and binary formats by their first bytes; return the number of
+    bytes to skip (3 for a UTF-8 byte order mark, which is accepted and dropped)."""
+    for bom, name in _BOMS:
+        if head.startswith(bom):
+            raise DataError(path, f"file is {name} text (byte order mark {bom.hex()}); "
+                                  "only UTF-8 is accepted, re-encode it as UTF-8", line=1)
+    for magic, what in _MAGIC:
+        if head.startswith(magic):
+            raise DataError(path, f"file is {what}; expected UTF-8 JSON text", line=1)
+    return len(codecs.BOM_UTF8) if head.startswith(codecs.BOM_UTF8) else 0
+
+
+def _guess_id(raw: bytes) -> str | None:
+    """The record id of a line that cannot be read as a whole (for the error message only)."""
+    m = _ID_GUESS.search(raw)
+    if not m:
+        return None
+    try:
+        rid = json.loads(b'"' + m.group(1) + b'"')
+    except ValueError:
+        return None
+    return rid if isinstance(rid, str) else None
+
+
+def _decode(raw: bytes, path: Path, line: int | None, *, at_eof: bool, offset: int = 0) -> str:
+    """Strict UTF-8 decoding with a message that says what the bytes probably are."""
+    unit = "line" if line is not None else "file"
+    if b"\x00" in raw:
+        col = raw.index(b"\x00") + 1
+        lineno = line if line is not None else raw.count(b"\n", 0, col) + 1
+        raise DataError(path, f"NUL byte at byte {col + offset} of the {unit}: UTF-16/UTF-32 text without a byte "
+                              "order mark, or binary data; only UTF-8 JSON is accepted",
+                        line=lineno, record=_guess_id(raw.replace(b"\x00", b"")))
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        lineno = line if line is not None else raw.count(b"\n", 0, exc.start) + 1
+        bad = raw[exc.start:exc.end]
+        if exc.reason == "unexpected end of data" and at_eof:
+            msg = (f"file ends inside a multi-byte UTF-8 character (bytes {bad.hex()}); "
+                   "the file is truncated")
+        else:
+            msg = (f"not valid UTF-8 (byte 0x{bad[0]:02x} at byte {exc.start + 1 + offset} of the {unit}: "
+                   f"{exc.reason}); Latin-1/cp1252 or another encoding? re-encode it as UTF-8")
+        raise DataError(path, msg, line=lineno, record=_guess_id(raw)) from None
+
+
+def _no_nan(name: str):
+    raise ValueError(f"non-standard JSON constant {name} (NaN/Infinity are not JSON)")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {text[:40]} overflows to infinity")
+    return value
+
+
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        for k, _ in pairs:
+            if k in seen:
+                raise _DuplicateKey(f"duplicate key {k!r} in one JSON object (which value counts "
+                                    "is undefined)")
+            seen.add(k)
+    return obj
+
+
+def _loads(text: str) -> Any:
+    return json.loads(text, parse_constant=_no_nan, parse_float=_finite_float,
+                      object_pairs_hook=_unique_keys)
+
+
+def _json_error_hint(exc: json.JSONDecodeError, text: str, jsonl: bool = True,
+                     at_eof: bool = False) -> str:
+    """One-line explanation of a JSON syntax error, with the most likely cause."""
+    where = f"column {exc.colno}"
+    if exc.msg.startswith("Unexpected UTF-8 BOM"):
+        return "a UTF-8 byte order mark inside the file (files concatenated?)"
+    if exc.msg.startswith("Invalid control character"):
+        ch = text[exc.pos] if exc.pos < len(text) else "?"
+        return (f"raw control character U+{ord(ch):04X} inside a string at {where} "
+                "(JSON requires it escaped as \\uXXXX)")
+    stripped = text.lstrip()
+    if stripped.startswith("<"):
+        return f"HTML/XML, not JSON (an error page saved as data?) ({exc.msg}, {where})"
+    if jsonl and stripped.startswith("[") and exc.pos >= len(text.rstrip()):
+        return (f"a line starting with '[' that does not close: the file looks like one JSON "
+                f"array or pretty-printed JSON, not JSON Lines ({exc.msg}, {where})")
+    if exc.pos >= len(text.rstrip()) or exc.msg.startswith("Unterminated string") or at_eof:
+        return f"invalid JSON ({exc.msg}, {where}); is the {'line' if jsonl else 'file'} truncated?"
+    return f"invalid JSON ({exc.msg}, {where})"
+
+
+def _short(where: str) -> str:
+    return where if len(where) <= 60 else where[:60] + "..."
+
+
+def _walk_check(obj: Any, deep: bool, surrogates: bool) -> str | None:
+    """Return a message if ``obj`` nests deeper than MAX_JSON_DEPTH or holds a lone surrogate."""
+    stack: list[tuple[Any, int, str]] = [(obj, 1, "")]
+    while stack:
+        node, depth, where = stack.pop()
+        if isinstance(node, dict):
+            if deep and depth > MAX_JSON_DEPTH:
+                return f"JSON nested more than {MAX_JSON_DEPTH} levels deep (at {_short(where) or 'top'})"
+            for k, v in node.items():
+                if surrogates and _SURROGATE.search(k):
+                    return f"lone UTF-16 surrogate {_surrogate(k)} in key {_short(where + '.' + _safe(k))}"
+                stack.append((v, depth + 1, f"{where}.{_safe(k)}"))
+        elif isinstance(node, list):
+            if deep and depth > MAX_JSON_DEPTH:
+                return f"JSON nested more than {MAX_JSON_DEPTH} levels deep (at {_short(where) or 'top'})"
+            stack.extend((v, depth + 1, f"{where}[{i}]") for i, v in enumerate(node))
+        elif surrogates and isinstance(node, str) and _SURROGATE.search(node):
+            return (f"lone UTF-16 surrogate {_surrogate(node)} in {_short(where) or 'top'} (an escape such "
+                    "as \\ud83d without its pair; not encodable as UTF-8)")
+    return None
+
+
+def _surrogate(s: str) -> str:
+    return "\\u%04x" % ord(_SURROGATE.search(s).group(0))
+
+
+def _safe(key: str) -> str:
+    return key.encode("utf-8", "backslashreplace").decode("utf-8")[:60]
+
+
+def _record_id(obj: Any) -> str | None:
+    rid = obj.get("id") if isinstance(obj, dict) else None
+    return rid if isinstance(rid, str) else None
+
+
+def parse_json_line(raw: bytes, path: str | os.PathLike, line: int, *, at_eof: bool = False) -> Any:
+    """Parse one JSON Lines line (bytes, newline included or not) under every rule of this module;
+    return the value, or ``None`` for a blank line."""
+    path = Path(path)
+    text = _decode(raw, path, line, at_eof=at_eof)
+    if not text.strip():
+        return None
+    try:
+        obj = _loads(text)
+    except json.JSONDecodeError as exc:
+        raise DataError(path, _json_error_hint(exc, text, at_eof=at_eof), line=line,
+                        record=_guess_id(raw)) from None
+    except RecursionError:
+        raise DataError(path, f"JSON nested too deeply to parse (limit {MAX_JSON_DEPTH} levels)",
+                        line=line, record=_guess_id(raw)) from None
+    except ValueError as exc:  # NaN/Infinity, duplicate keys, integers over 4300 digits
+        raise DataError(path, str(exc), line=line, record=_guess_id(raw)) from None
+    deep = raw.count(b"[") + raw.count(b"{") > MAX_JSON_DEPTH
+    surrogates = _SURROGATE_ESCAPE.search(raw) is not None
+    if deep or surrogates:
+        problem = _walk_check(obj, deep, surrogates)
+        if problem:
+            raise DataError(path, problem, line=line, record=_record_id(obj))
+    return obj
+
+
 def read_json(path: str | os.PathLike) -> Any:
+    """Read one JSON document (UTF-8; a leading UTF-8 byte order mark is dropped); every error
+    names the file and, where it has one, the line."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
     except FileNotFoundError:
         raise DataError(path, "file not found") from None
-    except UnicodeDecodeError as exc:
-        raise DataError(path, f"not UTF-8 text ({exc})") from None
+    except IsADirectoryError:
+        raise DataError(path, "is a directory, expected a JSON file") from None
+    skip = _check_head(path, raw[:64])
+    raw = raw[skip:]
+    text = _decode(raw, path, None, at_eof=True, offset=skip)
     if not text.strip():
         raise DataError(path, "file is empty")
     try:
-        return json.loads(text)
+        obj = _loads(text)
     except json.JSONDecodeError as exc:
-        raise DataError(path, f"invalid JSON: {exc.msg} (column {exc.colno})", line=exc.lineno) from None
+        raise DataError(path, _json_error_hint(exc, text, jsonl=False), line=exc.lineno) from None
+    except RecursionError:
+        raise DataError(path, f"JSON nested too deeply to parse (limit {MAX_JSON_DEPTH} levels)") from None
+    except ValueError as exc:
+        raise DataError(path, str(exc)) from None
+    m = _SURROGATE_ESCAPE.search(raw)
+    problem = _walk_check(obj, True, m is not None)
+    if problem:
+        line = raw.count(b"\n", 0, m.start()) + 1 if m is not None and "surrogate" in problem else None
+        raise DataError(path, problem, line=line, record=_top_record(obj, problem))
+    return obj
 
 
-def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, Any]]:
-    """Yield ``(line_number, object)`` for every non-blank line; errors name file and line.
+def _top_record(obj: Any, problem: str) -> str | None:
+    """Id of the top-level element a problem sits in (array of records, or object keyed by id)."""
+    m = re.search(r" (?:in|at) (?:key )?(\[(\d+)\]|\.([^.\[ ]+))", problem)
+    if not m:
+        return None
+    if m.group(2) is not None and isinstance(obj, list) and int(m.group(2)) < len(obj):
+        return _record_id(obj[int(m.group(2))])
+    if m.group(3) is not None and isinstance(obj, dict):
+        return m.group(3)
+    return None
 
-    Lines are parsed one by one with :func:`json.loads` (never through ``datasets`` schema
-    inference, which turns a missing ``loss`` key into ``None``).
+
+def iter_jsonl(path: str | os.PathLike, max_line_bytes: int | None = None) -> Iterator[tuple[int, Any]]:
+    """Yield ``(line_number, object)`` for every non-blank line; errors name file, line and record.
+
+    Lines are parsed one by one (never through ``datasets`` schema inference, which turns a
+    missing ``loss`` key into ``None``), split on ``\\n`` only (``\\r\\n`` endings are fine), and
+    checked by :func:`parse_json_line`: strict UTF-8, no NaN/Infinity, no duplicate keys, no lone
+    surrogates, at most :data:`MAX_JSON_DEPTH` levels and :data:`MAX_LINE_BYTES` bytes a line.
     """
     path = Path(path)
+    limit = MAX_LINE_BYTES if max_line_bytes is None else max_line_bytes
     if not path.exists():
         raise DataError(path, "file not found")
+    if path.is_dir():
+        raise DataError(path, "is a directory, expected a JSON Lines file")
     seen = False
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
+    with open(path, "rb") as fh:
+        fh.seek(_check_head(path, fh.read(64)))
+        lineno = 0
+        while True:
+            raw = fh.readline(limit + 1)
+            if not raw:
+                break
+            lineno += 1
+            if len(raw) > limit and not raw.endswith(b"\n"):
+                raise DataError(path, f"line longer than {limit} bytes (agentflan.io.MAX_LINE_BYTES); "
+                                      "a JSON array or a binary file under a .jsonl name?",
+                                line=lineno, record=_guess_id(raw[:4096]))
+            obj = parse_json_line(raw, path, lineno, at_eof=not raw.endswith(b"\n"))
+            if obj is None:
                 continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(path, f"invalid JSON ({exc.msg}, column {exc.colno}); "
-                                      "is the line truncated?", line=lineno) from None
             seen = True
             yield lineno, obj
     if not seen:

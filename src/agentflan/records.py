@@ -15,6 +15,14 @@ Loss policy (maintainer, InternLM/Agent-FLAN issue #4): an assistant turn is tra
 ``loss`` is ``false``; a missing or ``null`` ``loss`` on an assistant turn means *trained*.
 System and user turns are never trained, whatever their ``loss`` says. A trailing assistant turn
 with ``loss: false`` stays in the prompt but contributes no loss.
+
+Records that cannot be trained as released (:func:`skip_reason`) are skipped by ``convert``,
+counted and listed by id in the data card (data/README.md, "Bad input"):
+
+* ``no_assistant_turn``: the conversation has no assistant turn at all;
+* ``no_trained_turn``: every assistant turn has ``loss: false`` (no token would be trained);
+* ``opens_with_assistant``: the first turn is an assistant turn (an answer to no prompt; a
+  chopped conversation).
 """
 from __future__ import annotations
 
@@ -37,15 +45,39 @@ def turn_is_trained(turn: dict, *, path: str = "<memory>", line: int | None = No
     return loss is not False
 
 
+SKIP_REASONS = {
+    "no_assistant_turn": "no assistant turn",
+    "no_trained_turn": "every assistant turn has loss: false",
+    "opens_with_assistant": "the conversation opens with an assistant turn",
+}
+
+
+def skip_reason(rec: dict) -> str | None:
+    """Why a canonical record cannot be trained as released (a key of :data:`SKIP_REASONS`), or
+    ``None`` if it can."""
+    turns = rec["turns"]
+    if not any(t["role"] == "assistant" for t in turns):
+        return "no_assistant_turn"
+    if not any(t["train"] for t in turns):
+        return "no_trained_turn"
+    if turns[0]["role"] == "assistant":
+        return "opens_with_assistant"
+    return None
+
+
 def canonical_from_released(obj: Any, *, source: str, path: str = "<memory>",
                             line: int | None = None) -> dict:
     """Validate one released Agent-FLAN record and return its canonical form."""
     if not isinstance(obj, dict):
-        raise DataError(path, f"record is a {type(obj).__name__}, expected a JSON object", line=line)
+        raise DataError(path, f"record is a JSON {_json_type(obj)}, expected an object "
+                              "(one {\"id\", \"conversation\"} record per line)", line=line)
     rid = obj.get("id")
     if not isinstance(rid, str) or not rid:
         raise DataError(path, "record has no string 'id'", line=line)
     conv = obj.get("conversation")
+    if conv is None and isinstance(obj.get("conversations"), list):
+        raise DataError(path, "record has 'conversations' (AgentInstruct/ShareGPT layout), expected "
+                              "'conversation' with role/content turns", line=line, record=rid)
     if not isinstance(conv, list) or not conv:
         raise DataError(path, "record has no non-empty 'conversation' list", line=line, record=rid)
     turns = []
@@ -62,6 +94,11 @@ def canonical_from_released(obj: Any, *, source: str, path: str = "<memory>",
         trained = turn_is_trained(turn, path=path, line=line, record=rid)
         turns.append({"role": role, "content": content, "train": trained, "capability": None})
     return {"id": rid, "source": source, "turns": turns}
+
+
+def _json_type(obj: Any) -> str:
+    return {list: "array", str: "string", bool: "boolean", int: "number", float: "number",
+            type(None): "null"}.get(type(obj), type(obj).__name__)
 
 
 def validate_canonical(rec: Any, *, path: str = "<memory>", line: int | None = None) -> dict:

@@ -55,11 +55,10 @@ def fetch(source: str, spec: dict, raw_dir: str, lock: str, mirror: str | None, 
 
 
 def convert(raw_dir: str, out_dir: str) -> None:
-    from .convert import convert_file
+    from .convert import convert_release
     from .download import agentflan_files
     files = agentflan_files(Path(raw_dir) / SOURCE_REPOS["agentflan"])
-    for stem in AGENTFLAN_STEMS:
-        convert_file(files[stem], Path(out_dir) / f"{stem}.jsonl", stem)
+    convert_release({stem: files[stem] for stem in AGENTFLAN_STEMS}, Path(out_dir))
 
 
 def sharegpt(raw_dir: str, out: str, stats: str, english_only: bool, max_conversations: int | None,
@@ -113,13 +112,13 @@ def _load_converted(converted_dir: str) -> dict[str, list[dict]]:
 
 def card(converted_dir: str, sharegpt_path: str, tokenizer_dir: str, max_length: int, out_json: str,
          out_md: str, provenance: dict) -> None:
-    from .convert import build_card
+    from .convert import build_card, load_skipped
     from .modeling import load_tokenizer
     from .template import SegmentTokenizer
     converted = _load_converted(converted_dir)
     converted["sharegpt"] = read_jsonl(sharegpt_path)
     build_card(converted, SegmentTokenizer(load_tokenizer(tokenizer_dir)), max_length, Path(out_json),
-               Path(out_md), provenance)
+               Path(out_md), provenance, skipped=load_skipped(Path(converted_dir)))
 
 
 def ablation(dataset_id: str, spec: dict, converted_dir: str, sharegpt_path: str, tokenizer_dir: str,
