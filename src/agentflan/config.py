@@ -7,9 +7,13 @@ Llama-2 in the paper preset, the pretrained tiny model in the miniature).
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 
 import yaml
+
+from .io import DataError
+from .records import CAPABILITIES
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA_PATH = ROOT / "workflow" / "schemas" / "config.schema.yaml"
@@ -32,18 +36,90 @@ def _validator():
     return jsonschema.validators.extend(base, {"properties": set_defaults})
 
 
-def validate(config: dict) -> dict:
-    """Validate ``config`` in place against the schema, filling defaults; returns it."""
+class ConfigError(DataError):
+    """A config value outside the schema: one line naming the config file (and line, when the
+    file is known), the key path and what is wrong."""
+
+
+def _yaml_line(source: Path, keys: list) -> int | None:
+    """1-based line of the deepest node of ``keys`` that exists in the YAML file ``source``."""
+    try:
+        node = yaml.compose(source.read_text(encoding="utf-8"), Loader=yaml.SafeLoader)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return None
+    line = None
+    for key in keys:
+        if isinstance(node, yaml.MappingNode):
+            match = [(k, v) for k, v in node.value if k.value == str(key)]
+            if not match:
+                break
+            line = match[0][0].start_mark.line + 1
+            node = match[0][1]
+        elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
+            node = node.value[key]
+            line = node.start_mark.line + 1
+        else:
+            break
+    return line
+
+
+def _fail(source, keys: list, message: str):
+    where = ".".join(str(k) for k in keys) or "(top level)"
+    src = Path(source) if source is not None else None
+    line = _yaml_line(src, keys) if src is not None and src.is_file() else None
+    raise ConfigError(source if source is not None else "config", f"{where}: {message}", line=line)
+
+
+def validate(config: dict, source: str | Path | None = None) -> dict:
+    """Validate ``config`` in place against the schema, filling defaults; returns it.
+
+    Every violation raises :class:`ConfigError` (a :class:`~agentflan.io.DataError`, so also a
+    ``ValueError``) with one line: ``<source>[:line]: <key.path>: <what is wrong>``; ``source``
+    is the YAML file the config came from, if known. Beyond the schema: ablation data sets need
+    a known ``format``, capability weights in [0, 1] and names usable as Snakemake wildcards;
+    ``evaluation.benchmarks`` may only name known benchmarks."""
+    import jsonschema
+
+    if not isinstance(config, dict):
+        _fail(source, [], f"expected a mapping, got {type(config).__name__}")
     schema = yaml.safe_load(SCHEMA_PATH.read_text())
-    _validator()(schema).validate(config)
+    error = jsonschema.exceptions.best_match(_validator()(schema).iter_errors(config))
+    if error is not None:
+        message = error.message if len(error.message) <= 200 else error.message[:200] + "..."
+        keys = list(error.absolute_path)
+        if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+            extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
+            keys += extra[:1]  # point at the unexpected key's line
+        _fail(source, keys, message)
     if config.get("data_mirror"):
         config["data"]["mirror"] = config["data_mirror"]
     sizes = config["models"]["sizes"]
     if config["models"]["main_size"] not in sizes:
-        raise ValueError(f"models.main_size {config['models']['main_size']!r} is not in models.sizes {sorted(sizes)}")
+        _fail(source, ["models", "main_size"],
+              f"{config['models']['main_size']!r} is not in models.sizes {sorted(sizes)}")
     for name, spec in sizes.items():
+        if not re.fullmatch(r"[a-z0-9]+", str(name)):
+            _fail(source, ["models", "sizes", name], "size names must match [a-z0-9]+")
         if not spec.get("arch") and not spec.get("name_or_path"):
-            raise ValueError(f"models.sizes.{name} needs 'arch' (tiny model) or 'name_or_path' (checkpoint)")
+            _fail(source, ["models", "sizes", name],
+                  "needs 'arch' (tiny model) or 'name_or_path' (checkpoint)")
+    for name, spec in config["ablations"]["datasets"].items():
+        keys = ["ablations", "datasets", name]
+        if not re.fullmatch(r"[a-z0-9_]+", str(name)) or name == "base":
+            _fail(source, keys, "data set names must match [a-z0-9_]+ and not be 'base'")
+        if spec.get("format") not in ("react", "chat", "none"):
+            _fail(source, keys + ["format"], f"unknown format {spec.get('format')!r}; "
+                                             "known: react, chat, none")
+        for cap, w in (spec.get("weights") or {}).items():
+            if cap not in CAPABILITIES:
+                _fail(source, keys + ["weights", cap],
+                      f"unknown capability {cap!r}; known: {', '.join(CAPABILITIES)}")
+            if isinstance(w, bool) or not isinstance(w, (int, float)) or not 0 <= w <= 1:
+                _fail(source, keys + ["weights", cap], f"weight {w!r} is not a number in [0, 1]")
+    for bench in config["evaluation"]["benchmarks"]:
+        if bench not in BENCHMARKS:
+            _fail(source, ["evaluation", "benchmarks", bench],
+                  f"unknown benchmark {bench!r}; known: {', '.join(BENCHMARKS)}")
     return config
 
 
@@ -51,7 +127,7 @@ def load_config(path: str | Path, overrides: dict | None = None) -> dict:
     config = yaml.safe_load(Path(path).read_text()) or {}
     for key, value in (overrides or {}).items():
         config[key] = value
-    return validate(config)
+    return validate(config, source=path)
 
 
 def fraction_id(fraction: float) -> str:
