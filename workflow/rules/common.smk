@@ -7,9 +7,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
 from agentflan import config as cfg  # noqa: E402
+from agentflan import launch  # noqa: E402
 from agentflan.download import AGENTFLAN_STEMS  # noqa: E402
 
 cfg.validate(config)
+launch.check_resources(config)
 RUN = config["run"]
 PRESET = config["preset"]
 DATA = f"data/{RUN}"
@@ -78,17 +80,34 @@ def local_model_input(model_id):
     return [path] if path.startswith(RESULTS) else []
 
 
-def _train_resources(wc):
-    return config["training"]["resources"].get(wc.size, {})
+def _size_resource(section, key, size_of_job):
+    def resource(wc):
+        spec = launch.size_resources(config, section, size_of_job(wc))
+        return launch.job_resources(spec, THREADS)[key]
+
+    return resource
+
+
+def train_resource(key):
+    """One Snakemake resource of `finetune` from training.resources.<size> (agentflan.launch):
+    nodes, tasks (one per node), gres (gpu:N per node; absent without GPUs), tasks_per_gpu, mpi,
+    cpus_per_task, mem_mb, runtime, in the keys of snakemake-executor-plugin-slurm."""
+    return _size_resource("training", key, lambda wc: wc.size)
+
+
+def generate_resource(key):
+    """The same for `generate`, from evaluation.resources.<size of the model>."""
+    return _size_resource("evaluation", key, lambda wc: size_of(wc.model))
+
+
+def train_launcher(wc):
+    """What starts `-m agentflan.cli train` for this size: python, torchrun, or srun + torchrun."""
+    return launch.train_launcher(config, wc.size, sys.executable)
 
 
 def launcher_stage(name):
-    """The stage command, started by the configured launcher (e.g. torchrun) for multi-GPU jobs."""
-    launcher = config["training"]["launcher"]
-    cmd = stage(name)
-    if launcher:
-        cmd = cmd.replace(f"{sys.executable} -m agentflan.cli", f"{launcher} -m agentflan.cli", 1)
-    return cmd
+    """The stage command, started by the rule's params.launcher (see train_launcher)."""
+    return f"{{params.launcher}} -m agentflan.cli {name} --params {{params.args}} > {{log}} 2>&1"
 
 
 def _eval_paths(model, kind):

@@ -23,7 +23,13 @@ rule generate:
         ),
     threads: THREADS
     resources:
-        gpus=0 if PRESET == "miniature" else 1,
+        nodes=generate_resource("nodes"),
+        tasks=generate_resource("tasks"),
+        gres=generate_resource("gres"),
+        tasks_per_gpu=generate_resource("tasks_per_gpu"),
+        cpus_per_task=generate_resource("cpus_per_task"),
+        mem_mb=generate_resource("mem_mb"),
+        runtime=generate_resource("runtime"),
     log:
         f"{LOGS}/eval/{{model}}/generate.log",
     benchmark:

@@ -82,10 +82,17 @@ rule finetune:
             checkpoint_dir=f"{RESULTS}/checkpoints/{wc.dataset}-{wc.size}",
             threads=THREADS,
         ),
+        launcher=train_launcher,
     threads: THREADS
     resources:
-        gpus=lambda wc: _train_resources(wc).get("gpus", 0),
-        nodes=lambda wc: _train_resources(wc).get("nodes", 1),
+        nodes=train_resource("nodes"),
+        tasks=train_resource("tasks"),
+        gres=train_resource("gres"),
+        tasks_per_gpu=train_resource("tasks_per_gpu"),
+        mpi=train_resource("mpi"),
+        cpus_per_task=train_resource("cpus_per_task"),
+        mem_mb=train_resource("mem_mb"),
+        runtime=train_resource("runtime"),
     log:
         f"{LOGS}/train/{{dataset}}-{{size}}.log",
     benchmark:
