@@ -12,19 +12,23 @@ AgentTuning used 5-shot MMLU and 8-shot GSM8K). Prompt wording is ours and confi
 * HumanEval (``openai/openai_humaneval/openai_humaneval/test.jsonl`` or parquet): user turn = the
   function prompt (``prompt_template``); the prediction is a completion. If it holds a fenced code
   block, the first block is used (``extract_code``). The program ``prompt + completion + test +
-  check(entry_point)`` runs in a separate ``python -I`` process with an empty environment, a fresh
-  temporary working directory, a wall-clock ``timeout`` (default 5 s) and resource limits
-  (``RLIMIT_AS`` = ``memory_mb``, CPU seconds, file size, no core dumps). Metric ``pass@1`` (one
-  greedy sample per task); ``execute: false`` reports ``pass@1`` = null without running anything.
-  This is a sandbox of convenience, not a security boundary: run untrusted models' code in a
+  check(entry_point)`` runs in a separate ``python -I`` process (:func:`run_program`) with a
+  minimal environment, a fresh temporary working directory, a wall-clock ``timeout`` (default
+  5 s), resource limits (``RLIMIT_AS`` = ``memory_mb``, CPU seconds, file size, no core dumps), no
+  network (a network namespace where available, and an audit hook refusing sockets, processes and
+  writes outside its directory). Metric ``pass@1`` (one greedy sample per task);
+  ``execute: false`` reports ``pass@1`` = null without running anything. This confines
+  accidents, it is not a security boundary (SECURITY.md): run untrusted models' code in a
   container.
 """
 from __future__ import annotations
 
+import functools
 import glob
 import os
 import random
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -216,54 +220,147 @@ def build_program(reference: dict, completion: str, extract: bool = True) -> str
             + f"check({reference['entry_point']})\n")
 
 
-# The child sets its own limits before running the program (no preexec_fn: it is unsafe with
-# threads). ``runpy`` executes the program as ``__main__``.
+# The child confines itself before it runs the program: resource limits, then an audit hook that
+# refuses sockets, new processes, native code loading and writes outside its working directory.
+# (Not preexec_fn: it is unsafe in a process with threads, and scoring runs a thread pool; the
+# limits are in place before any line of the program runs either way.) ``runpy`` executes the
+# program as ``__main__``.
 _BOOTSTRAP = """\
-import resource, runpy, sys
-mem, cpu = int(sys.argv[1]), int(sys.argv[2])
+import os, resource, runpy, sys
+mem, cpu, path = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 for lim, val in ((resource.RLIMIT_AS, mem), (resource.RLIMIT_CPU, cpu),
                  (resource.RLIMIT_FSIZE, 10 * 1024 * 1024), (resource.RLIMIT_CORE, 0)):
     try:
         resource.setrlimit(lim, (val, val))
     except (ValueError, OSError):
         pass
-path = sys.argv[3]
+sys.dont_write_bytecode = True
+ROOT = os.path.realpath(os.getcwd())
+_realpath, _join, _fspath, _getcwd = os.path.realpath, os.path.join, os.fspath, os.getcwd
+WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
+BLOCKED = ("socket.", "subprocess.", "os.system", "os.exec", "os.posix_spawn", "os.spawn",
+           "os.fork", "os.forkpty", "os.kill", "os.killpg", "pty.", "ctypes.", "_posixsubprocess")
+PATH_EVENTS = {"os.remove": (0,), "os.rename": (0, 1), "os.replace": (0, 1), "os.rmdir": (0,),
+               "os.mkdir": (0,), "os.chmod": (0,), "os.chown": (0,), "os.symlink": (0, 1),
+               "os.link": (0, 1), "os.truncate": (0,), "os.utime": (0,), "shutil.rmtree": (0,),
+               "os.chdir": (0,), "os.chroot": (0,), "os.setxattr": (0,), "os.removexattr": (0,)}
+busy = [False]
+# Reads: the working directory and the interpreter's own files (sys.path, prefixes) only, so a
+# program cannot copy a token or a key from the home directory or /proc into its stderr.
+READ_ROOTS = tuple(sorted({_realpath(p) for p in (*sys.path, sys.prefix, sys.base_prefix,
+                                                     sys.exec_prefix) if p} | {ROOT}))
+DEVICES = ("/dev/null", "/dev/urandom", "/dev/random", "/dev/zero")
+
+def _full(p):
+    p = _fspath(p)
+    if isinstance(p, bytes):
+        p = p.decode("utf-8", "surrogateescape")
+    return _realpath(_join(_getcwd(), p))
+
+def under(full, roots):
+    return any(full == r or full.startswith(r.rstrip(os.sep) + os.sep) for r in roots)
+
+def inside(p):
+    if isinstance(p, int):
+        return True
+    full = _full(p)
+    return under(full, (ROOT,)) or full in DEVICES
+
+def readable(p):
+    if isinstance(p, int):
+        return True
+    full = _full(p)
+    return under(full, READ_ROOTS) or full in DEVICES
+
+def hook(event, args):
+    if busy[0]:
+        return
+    busy[0] = True
+    try:
+        if event.startswith(BLOCKED):
+            raise PermissionError(f"sandbox: {event} is not allowed (no network, no processes)")
+        if event == "open":
+            p, mode, flags = args
+            writes = (isinstance(mode, str) and any(c in mode for c in "wax+")) or \\
+                (mode is None and isinstance(flags, int) and flags & WRITE_FLAGS)
+            if writes and p is not None and not inside(p):
+                raise PermissionError(f"sandbox: writing {p!r} outside the working directory")
+            if not writes and p is not None and not readable(p):
+                raise PermissionError(f"sandbox: reading {p!r} outside the working directory "
+                                      "and the Python installation")
+        elif event in PATH_EVENTS:
+            for i in PATH_EVENTS[event]:
+                if i < len(args) and args[i] is not None and not inside(args[i]):
+                    raise PermissionError(f"sandbox: {event} {args[i]!r} outside the working directory")
+    finally:
+        busy[0] = False
+
+sys.addaudithook(hook)
 del sys.argv[:3]
 runpy.run_path(path, run_name="__main__")
 """
 
 
-def run_program(program: str, timeout: float = 5.0, memory_mb: int = 1024) -> dict:
-    """Run ``program`` in an isolated interpreter; ``{"passed", "status", "stderr"}``.
+@functools.lru_cache(maxsize=1)
+def _netns_prefix() -> tuple[str, ...]:
+    """``unshare -rn --`` when this machine lets an unprivileged process create a user and a
+    network namespace (then the program has no network interface but a down loopback); else
+    nothing, and the audit hook alone refuses sockets."""
+    exe = shutil.which("unshare")
+    if not exe:
+        return ()
+    try:
+        ok = subprocess.run([exe, "-rn", "--", sys.executable, "-I", "-c", "pass"],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, timeout=30, env={}).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        ok = False
+    return (exe, "-rn", "--") if ok else ()
 
-    ``python -I`` (no user site, no PYTHON* variables, script dir not on sys.path), ``env={}``,
-    a fresh temporary cwd, its own session (so a timeout kills every process it started),
-    ``RLIMIT_AS``/``RLIMIT_CPU``/``RLIMIT_FSIZE``/``RLIMIT_CORE`` set in the child.
+
+def run_program(program: str, timeout: float = 5.0, memory_mb: int = 1024) -> dict:
+    """Run ``program`` in a confined interpreter; ``{"passed", "status", "stderr"}``.
+
+    * ``python -I -B`` (no user site, no PYTHON* variables, script dir not on sys.path, no .pyc),
+      environment ``{"TMPDIR": <its directory>}`` only, a fresh temporary directory as cwd,
+      stdin and stdout closed, stderr to a file (at most 10 MiB);
+    * its own session, killed as a whole at the wall-clock ``timeout`` and when it exits;
+    * ``RLIMIT_AS`` = ``memory_mb``, ``RLIMIT_CPU`` = timeout + 1 s, ``RLIMIT_FSIZE`` = 10 MiB,
+      no core dumps;
+    * no network: a new network namespace (``unshare -rn``) where the machine allows it, and in
+      every case an audit hook that refuses sockets, subprocesses, fork/exec, signals, ctypes,
+      any write, rename or delete outside its directory, and reads outside its directory and the
+      Python installation (SECURITY.md: defence in depth, not a security boundary against a
+      hostile program).
     """
     with tempfile.TemporaryDirectory(prefix="he_") as tmp:
         src = Path(tmp) / "program.py"
         src.write_text(program, encoding="utf-8")
         boot = Path(tmp) / "_bootstrap.py"
         boot.write_text(_BOOTSTRAP, encoding="utf-8")
-        cmd = [sys.executable, "-I", str(boot), str(int(memory_mb) * 1024 * 1024),
-               str(int(timeout) + 1), str(src)]
-        proc = subprocess.Popen(cmd, cwd=tmp, env={}, stdin=subprocess.DEVNULL,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                start_new_session=True)
-        try:
-            _, err = proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
+        errpath = Path(tmp) / "_stderr.txt"
+        cmd = [*_netns_prefix(), sys.executable, "-I", "-B", str(boot),
+               str(int(memory_mb) * 1024 * 1024), str(int(timeout) + 1), str(src)]
+        with open(errpath, "wb") as errfh:
+            proc = subprocess.Popen(cmd, cwd=tmp, env={"TMPDIR": tmp}, stdin=subprocess.DEVNULL,
+                                    stdout=subprocess.DEVNULL, stderr=errfh,
+                                    start_new_session=True)
             try:
+                proc.wait(timeout=timeout)
+                timed_out = False
+            except subprocess.TimeoutExpired:
+                timed_out = True
+            try:  # the whole session: the program and anything it left running
                 os.killpg(proc.pid, 9)
             except (ProcessLookupError, PermissionError):
-                proc.kill()
-            proc.communicate()
+                if timed_out:
+                    proc.kill()
+            proc.wait()
+        if timed_out:
             return {"passed": False, "status": "timeout", "stderr": ""}
-        try:  # anything the program left running in its session
-            os.killpg(proc.pid, 9)
-        except (ProcessLookupError, PermissionError):
-            pass
-        tail = err.decode("utf-8", "replace")[-500:]
+        with open(errpath, "rb") as fh:
+            fh.seek(max(0, errpath.stat().st_size - 2000))
+            tail = fh.read().decode("utf-8", "replace")[-500:]
         if proc.returncode == 0:
             return {"passed": True, "status": "passed", "stderr": tail}
         return {"passed": False, "status": f"failed (exit {proc.returncode})", "stderr": tail}
