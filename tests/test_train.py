@@ -80,12 +80,13 @@ def test_lr_schedule_warmup_starts_at_warmup_lr():
 
 
 @pytest.mark.parametrize("method", ["full", "lora"])
-def test_trained_position_head_matches_full_logits(toy, method):
-    """The LM head applied at trained positions only gives the full-logits loss and gradients."""
+def test_trained_positions_only_match_full_logits(toy, method):
+    """The LM head applied at trained positions only (``logits_to_keep`` with a boolean mask)
+    gives the full-logits loss and gradients."""
     import torch
     import torch.nn.functional as F
     from agentflan.modeling import load_causal_lm
-    from agentflan.train import collate, encode_dataset, trained_position_head
+    from agentflan.train import accepts_logits_to_keep, collate, encode_dataset, keep_mask
     root, tok = toy
     examples, _ = encode_dataset(RECORDS, tok, 64)
     batch = collate([{"input_ids": e.input_ids, "labels": e.labels, "capability": e.capability,
@@ -95,6 +96,7 @@ def test_trained_position_head_matches_full_logits(toy, method):
         from peft import LoraConfig, get_peft_model
         model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"],
                                                  task_type="CAUSAL_LM", init_lora_weights=False))
+    assert accepts_logits_to_keep(model)
     inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
     tgt = batch["labels"][:, 1:]
     mask = tgt != -100
@@ -108,23 +110,13 @@ def test_trained_position_head_matches_full_logits(toy, method):
     logits = model(**inputs).logits[:, :-1]
     full = F.cross_entropy(logits.reshape(-1, logits.size(-1)), tgt.reshape(-1), ignore_index=-100)
     g_full = grads(full)
-    decoder, lm_head = trained_position_head(model)
-    hidden = decoder(**inputs).last_hidden_state[:, :-1][mask]
-    sparse = F.cross_entropy(lm_head(hidden), tgt[mask])
+    keep = keep_mask(batch["labels"])
+    sparse = F.cross_entropy(model(**inputs, logits_to_keep=keep).logits, tgt[mask])
     g_sparse = grads(sparse)
     assert torch.allclose(full, sparse, atol=1e-6)
     assert g_full.keys() == g_sparse.keys() and len(g_full) > 0
     for name in g_full:
         assert torch.allclose(g_full[name], g_sparse[name], atol=1e-6), name
-
-
-def test_trained_position_head_declines_other_architectures():
-    from agentflan.train import trained_position_head
-
-    class Other:
-        class config:
-            model_type = "gpt2"
-    assert trained_position_head(Other()) is None
 
 
 def test_length_grouped_order_is_a_seeded_permutation_that_pads_less_with_wider_windows():

@@ -81,14 +81,15 @@ def init_tiny_llama(arch: dict, tokenizer, seed: int, out_dir: Path) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def save_model(model, tokenizer, out_dir: Path) -> None:
-    """Save model + tokenizer atomically (temp dir, then rename)."""
+def save_model(model, tokenizer, out_dir: Path, state_dict: dict | None = None) -> None:
+    """Save model + tokenizer atomically (temp dir, then rename); ``state_dict`` overrides the
+    model's own tensors (gathered ZeRO-3 weights, or weights cast to the training dtype)."""
     import shutil
     out_dir = Path(out_dir)
     tmp = out_dir.with_name(out_dir.name + ".tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
-    model.save_pretrained(tmp, safe_serialization=True)
+    model.save_pretrained(tmp, safe_serialization=True, state_dict=state_dict)
     tokenizer.save_pretrained(tmp)
     if out_dir.exists():
         shutil.rmtree(out_dir)
