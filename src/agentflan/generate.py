@@ -3,12 +3,191 @@
 Prompts are tokenised segment by segment exactly as in training
 (:meth:`agentflan.template.SegmentTokenizer.encode_prompt`), left-padded, and decoded greedily
 until the assistant end tag (``ി\\n``), EOS or ``max_new_tokens``.
+
+Generation survives a kill: with a :class:`ResumeLog` (the *side file*
+``<predictions>.partial.jsonl``), every finished reply is appended as one JSON line and fsynced per
+batch; a rerun takes the replies whose key still matches from the side file and sends only the
+missing prompts to the model. The key of a reply is
+
+* the item id (HotpotQA: ``<item id>#<step>``, see :func:`agentflan.evaluation.registry.run_episodes`),
+* ``prompt``: sha256 of the exact prompt token ids (after truncation to ``max_prompt_length``),
+* ``settings``: sha256 of :meth:`Generator.settings` (model files, decoding settings, batch size,
+  dtype, device type, library versions).
+
+Batches are fixed over the whole call (prompts sorted by length, then cut into ``batch_size``
+chunks), so a rerun regenerates the same batches as an uninterrupted run and gives the same bytes.
+See docs/CONTRACTS.md ("Predictions and the resume side file").
 """
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+from pathlib import Path
 from typing import Callable
 
+from .io import DataError, dumps, sha256_file
 from .template import ASSISTANT_STOP, SegmentTokenizer
+
+SIDE_SUFFIX = ".partial.jsonl"
+# bump when the meaning of a stored reply changes (e.g. cut_at_stop); part of the settings key
+SIDE_FORMAT = 1
+# files of a model directory that define the model (weights, config, tokenizer); anything else
+# (README, pytorch_model.bin we never load, ...) does not enter the model identity
+MODEL_FILE_SUFFIXES = (".json", ".safetensors", ".model", ".txt", ".jinja", ".tiktoken")
+_SIDE_KEYS = frozenset({"id", "prompt", "settings", "reply"})
+
+
+def side_path(out: str | os.PathLike) -> Path:
+    """The resume side file of a predictions file: ``<out>.partial.jsonl`` (not a Snakemake output)."""
+    return Path(str(out) + SIDE_SUFFIX)
+
+
+def prompt_hash(ids: list[int]) -> str:
+    """sha256 of a prompt's token ids (decimal, comma-separated)."""
+    return hashlib.sha256(",".join(map(str, ids)).encode("ascii")).hexdigest()
+
+
+def model_dir(model_path: str) -> Path:
+    """The local directory the model is loaded from: the path itself, or the Hugging Face cache
+    snapshot of a hub name (already downloaded by the model load; nothing is fetched)."""
+    p = Path(model_path)
+    if p.is_dir():
+        return p
+    from huggingface_hub import try_to_load_from_cache
+    cfg = try_to_load_from_cache(model_path, "config.json")
+    if not isinstance(cfg, str):
+        raise DataError(model_path, "not a local directory and not in the Hugging Face cache; "
+                                    "cannot identify the model for the resume key")
+    return Path(cfg).parent
+
+
+def model_identity(model_path: str, workers: int = 8) -> dict[str, str]:
+    """``{file name: sha256}`` of every model-defining file (see ``MODEL_FILE_SUFFIXES``).
+
+    Full content hashes, not names and sizes: a re-trained model has the same file sizes. Files
+    are hashed in parallel threads (hashlib releases the GIL) right after the model load, when
+    they are in the page cache: about 1 GB/s per thread, i.e. seconds for 7B and a minute or two
+    for 70B, against hours of generation."""
+    from concurrent.futures import ThreadPoolExecutor
+    d = model_dir(model_path)
+    files = sorted(f for f in d.iterdir()
+                   if f.is_file() and not f.name.startswith(".") and f.name.endswith(MODEL_FILE_SUFFIXES))
+    if not any(f.name.endswith(".safetensors") for f in files):
+        raise DataError(d, "no .safetensors weights in the model directory")
+    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(files)))) as pool:
+        digests = list(pool.map(lambda f: sha256_file(f, chunk=8 << 20), files))
+    return {f.name: h for f, h in zip(files, digests)}
+
+
+class ResumeLog:
+    """The side file of finished replies: one JSON line per reply,
+    ``{"id", "prompt", "reply", "settings"}`` (sorted keys).
+
+    Reading: lines with another ``settings`` key are stale and dropped; a last line without its
+    newline is torn (the job died while writing it) and dropped; any other unreadable line is an
+    error naming the file and line. When lines were dropped, the file is rewritten (temporary
+    file, fsync, rename) before anything is appended, so a torn tail never merges with new lines.
+    Appending: one ``os.write`` of whole lines per batch, then ``fsync``."""
+
+    def __init__(self, path: str | os.PathLike, settings_key: str):
+        self.path = Path(path)
+        self.settings_key = settings_key
+        self.entries: dict[tuple[str, str], str] = {}
+        self.lines = 0          # complete lines read
+        self.stale = 0          # lines of other settings
+        self.torn = 0           # torn last line (0 or 1)
+        self.duplicates = 0     # repeated keys (the first is kept)
+        self.used = 0           # replies handed out by get()
+        self._fd: int | None = None
+        if self.path.exists():
+            self._read()
+            if self.stale or self.torn or self.duplicates:
+                self._rewrite()
+
+    # ------------------------------------------------------------------ reading
+    def _read(self) -> None:
+        data = self.path.read_bytes()
+        parts = data.split(b"\n")
+        tail = parts.pop()          # after the last newline: b"" unless the last line is torn
+        if tail:
+            self.torn = 1
+        for lineno, raw in enumerate(parts, start=1):
+            if not raw.strip():
+                continue
+            self.lines += 1
+            try:
+                obj = json.loads(raw.decode("utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+                raise DataError(self.path, f"unreadable side-file line ({exc}); delete the file to "
+                                           "start this benchmark's generation over", line=lineno) from None
+            if not isinstance(obj, dict) or set(obj) != _SIDE_KEYS or \
+                    not all(isinstance(obj[k], str) for k in _SIDE_KEYS):
+                rec = obj.get("id") if isinstance(obj, dict) and isinstance(obj.get("id"), str) else None
+                raise DataError(self.path, f"side-file line is not {{{', '.join(sorted(_SIDE_KEYS))}}} "
+                                           "with string values; delete the file to start this "
+                                           "benchmark's generation over", line=lineno, record=rec)
+            if obj["settings"] != self.settings_key:
+                self.stale += 1
+                continue
+            key = (obj["id"], obj["prompt"])
+            if key in self.entries:
+                self.duplicates += 1
+                continue
+            self.entries[key] = obj["reply"]
+
+    def _line(self, rid: str, prompt: str, reply: str) -> str:
+        return dumps({"id": rid, "prompt": prompt, "reply": reply, "settings": self.settings_key}) + "\n"
+
+    def _rewrite(self) -> None:
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        with open(tmp, "w", encoding="utf-8", newline="\n") as fh:
+            for (rid, prompt), reply in self.entries.items():
+                fh.write(self._line(rid, prompt, reply))
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, self.path)
+
+    # ------------------------------------------------------------------ use
+    def get(self, rid: str, prompt: str) -> str | None:
+        """The stored reply of ``rid`` for this exact prompt, or None."""
+        reply = self.entries.get((rid, prompt))
+        if reply is not None:
+            self.used += 1
+        return reply
+
+    def append(self, rows: list[tuple[str, str, str]]) -> None:
+        """Append ``(id, prompt hash, reply)`` rows as whole lines, then flush to disk."""
+        if not rows:
+            return
+        if self._fd is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        data = "".join(self._line(*r) for r in rows).encode("utf-8")
+        view = memoryview(data)
+        while view:
+            n = os.write(self._fd, view)
+            view = view[n:]
+        os.fsync(self._fd)
+        for rid, prompt, reply in rows:
+            self.entries.setdefault((rid, prompt), reply)
+
+    def summary(self) -> str:
+        if not (self.lines or self.torn):
+            return f"no side file ({self.path.name}), generating from scratch"
+        return (f"side file {self.path.name}: {len(self.entries)} replies usable, {self.stale} stale "
+                f"(other settings), {self.torn} torn last line dropped")
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> "ResumeLog":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 class Generator:
@@ -24,10 +203,42 @@ class Generator:
             dtype = "bf16" if self.device == "cuda" else "fp32"
         self.model = load_causal_lm(model_path, dtype=dtype, device=self.device).eval()
         self.seg = SegmentTokenizer(self.tok)
+        self.model_path = model_path
+        self.dtype = dtype
         self.max_new_tokens = max_new_tokens
         self.batch_size = batch_size
         self.max_prompt_length = max_prompt_length
         self.truncated_prompts = 0
+        self.generated = 0      # prompts sent to the model
+        self.resumed = 0        # prompts answered from a side file
+        self._settings: dict | None = None
+
+    def settings(self) -> dict:
+        """Everything a greedy reply depends on besides its prompt tokens.
+
+        ``batch_size`` is included: batches are left-padded to their longest prompt and kernels
+        reduce in shape-dependent order, so a reply can differ in the last bits (and a near-tie
+        argmax flip) with another batch composition. The GPU model and the thread count are not
+        included (a resumed cluster job may land on another node)."""
+        if self._settings is None:
+            import torch
+            import transformers
+            self._settings = {
+                "format": SIDE_FORMAT,
+                "model": model_identity(self.model_path),
+                "max_new_tokens": self.max_new_tokens,
+                "max_prompt_length": self.max_prompt_length,
+                "batch_size": self.batch_size,
+                "dtype": self.dtype,
+                "device": self.device,
+                "stop": ASSISTANT_STOP,
+                "torch": torch.__version__,
+                "transformers": transformers.__version__,
+            }
+        return self._settings
+
+    def settings_key(self) -> str:
+        return hashlib.sha256(dumps(self.settings()).encode("utf-8")).hexdigest()
 
     def _prompt_ids(self, messages: list[dict]) -> list[int]:
         ids = self.seg.encode_prompt(messages)
@@ -36,32 +247,73 @@ class Generator:
             ids = ids[-self.max_prompt_length:]
         return ids
 
-    def __call__(self, batch_messages: list[list[dict]], progress: bool = False) -> list[str]:
+    def _generate_rows(self, prompts: list[list[int]], width: int) -> list[str]:
+        """Greedy replies of one batch, every prompt left-padded to ``width`` tokens."""
         import torch
+        pad = self.tok.pad_token_id
+        ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=self.device)
+        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=self.device)
+        with torch.no_grad():
+            gen = self.model.generate(
+                input_ids=ids, attention_mask=mask, do_sample=False, max_new_tokens=self.max_new_tokens,
+                pad_token_id=pad, eos_token_id=self.tok.eos_token_id,
+                stop_strings=[ASSISTANT_STOP], tokenizer=self.tok)
+        return [cut_at_stop(self.tok.decode(gen[row, width:], skip_special_tokens=True))
+                for row in range(len(prompts))]
+
+    def __call__(self, batch_messages: list[list[dict]], progress: bool = False, *,
+                 ids: list[str] | None = None, log: ResumeLog | None = None,
+                 desc: str = "generate") -> list[str]:
+        """One greedy reply per message list, in input order.
+
+        With ``log`` (and one id per message list), replies found in the side file are reused
+        and every newly generated batch is appended to it. The batches are those of an
+        uninterrupted run: sorted by prompt length (longest first), cut into ``batch_size``
+        chunks, each left-padded to its longest prompt; of a chunk only the prompts missing from
+        the side file go to the model (all or none of it after a kill, as a chunk's lines are
+        written with one write)."""
         from tqdm import tqdm
 
+        if log is not None and (ids is None or len(ids) != len(batch_messages)):
+            raise ValueError("resumable generation needs one id per message list")
         prompts = [self._prompt_ids(m) for m in batch_messages]
+        keys = [prompt_hash(p) for p in prompts] if log is not None else []
         order = sorted(range(len(prompts)), key=lambda i: (-len(prompts[i]), i))
         outputs: dict[int, str] = {}
-        pad = self.tok.pad_token_id
         chunks = [order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size)]
-        for chunk in tqdm(chunks, desc="generate", disable=not progress, mininterval=5):
-            n = max(len(prompts[i]) for i in chunk)
-            ids = torch.tensor([[pad] * (n - len(prompts[i])) + prompts[i] for i in chunk], device=self.device)
-            mask = torch.tensor([[0] * (n - len(prompts[i])) + [1] * len(prompts[i]) for i in chunk],
-                                device=self.device)
-            with torch.no_grad():
-                gen = self.model.generate(
-                    input_ids=ids, attention_mask=mask, do_sample=False, max_new_tokens=self.max_new_tokens,
-                    pad_token_id=pad, eos_token_id=self.tok.eos_token_id,
-                    stop_strings=[ASSISTANT_STOP], tokenizer=self.tok)
-            for row, i in enumerate(chunk):
-                text = self.tok.decode(gen[row, n:], skip_special_tokens=True)
-                outputs[i] = cut_at_stop(text)
+        bar = tqdm(total=len(prompts), desc=desc, unit="item", disable=not progress, mininterval=10)
+        for chunk in chunks:
+            todo = []
+            for i in chunk:
+                reply = log.get(ids[i], keys[i]) if log is not None else None
+                if reply is None:
+                    todo.append(i)
+                else:
+                    outputs[i] = reply
+            if todo:
+                width = max(len(prompts[i]) for i in chunk)
+                for i, text in zip(todo, self._generate_rows([prompts[i] for i in todo], width)):
+                    outputs[i] = text
+                if log is not None:
+                    log.append([(ids[i], keys[i], outputs[i]) for i in todo])
+            self.generated += len(todo)
+            self.resumed += len(chunk) - len(todo)
+            bar.update(len(chunk))
+        bar.close()
         return [outputs[i] for i in range(len(prompts))]
 
     def as_fn(self) -> Callable[[list[list[dict]]], list[str]]:
         return lambda batch: self(batch)
+
+    def keyed_fn(self, log: ResumeLog, desc: str) -> Callable[[list[list[dict]], list[str]], list[str]]:
+        """``fn(messages, ids)`` for :func:`agentflan.evaluation.registry.run_episodes` with
+        ``step_ids=True``: resumable, one progress bar per call (per episode step)."""
+        calls = [0]
+
+        def fn(batch: list[list[dict]], ids: list[str]) -> list[str]:
+            calls[0] += 1
+            return self(batch, progress=True, ids=ids, log=log, desc=f"{desc} step {calls[0]}")
+        return fn
 
 
 def cut_at_stop(text: str) -> str:

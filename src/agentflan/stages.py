@@ -155,30 +155,59 @@ def init_model(arch: dict, tokenizer_dir: str, seed: int, out_dir: str) -> None:
 
 
 def train(base_model: str, data: str, out_dir: str, metrics: str, config_out: str, recipe: dict,
-          model_id: str, checkpoint_dir: str, threads: int) -> None:
+          model_id: str, checkpoint_dir: str, threads: int, probe_out: str | None = None) -> None:
     from .train import train as run_train
     run_train(base_model=base_model, data_path=Path(data), out_dir=Path(out_dir), metrics_path=Path(metrics),
               config_path=Path(config_out), recipe=recipe, model_id=model_id,
-              checkpoint_dir=Path(checkpoint_dir), threads=threads)
+              checkpoint_dir=Path(checkpoint_dir), threads=threads,
+              probe_out=Path(probe_out) if probe_out else None)
 
 
 # ----------------------------------------------------------------------------- evaluation
 def generate(model: str, items: dict, out: dict, generation: dict, options: dict, threads: int) -> None:
-    """Generate every benchmark's predictions with one loaded model (HotpotQA: multi-step episodes)."""
-    from tqdm import tqdm
+    """Generate every benchmark's predictions with one loaded model (HotpotQA: multi-step episodes).
 
-    from .evaluation.registry import run_episodes
-    from .generate import Generator
+    Resumable: finished replies go to ``<out>.partial.jsonl`` side files as they are generated; a
+    rerun after a kill generates only what is missing. The side files are removed once every
+    predictions file is written (Snakemake deletes all outputs of a failed job, so a benchmark
+    finished before the kill is resumed from its side file too)."""
+    import time
+
+    from .evaluation.registry import is_episodic, run_episodes
+    from .generate import Generator, ResumeLog, side_path
+    from .io import iter_jsonl
     gen = Generator(model, threads=threads, **generation)
-    for benchmark in tqdm(sorted(items), desc=f"benchmarks ({model})", mininterval=5):
-        rows = read_jsonl(items[benchmark])
-        if benchmark == "hotpotqa":
-            preds = run_episodes(rows, gen.as_fn(), options.get(benchmark, {}))
-        else:
-            texts = gen([r["messages"] for r in rows], progress=True)
-            preds = [{"id": r["id"], "prediction": t} for r, t in zip(rows, texts)]
+    key = gen.settings_key()
+    print(f"[generate] settings key {key} ({len(gen.settings()['model'])} model files hashed)", flush=True)
+    sides = []
+    for benchmark in sorted(items):
+        rows = []
+        for lineno, row in iter_jsonl(items[benchmark]):
+            if not isinstance(row, dict) or not isinstance(row.get("id"), str) \
+                    or not isinstance(row.get("messages"), list):
+                rid = row.get("id") if isinstance(row, dict) and isinstance(row.get("id"), str) else None
+                raise DataError(items[benchmark], "evaluation item needs a string 'id' and a 'messages' list",
+                                line=lineno, record=rid)
+            rows.append(row)
+        side = side_path(out[benchmark])
+        sides.append(side)
+        r0, g0, t0 = gen.resumed, gen.generated, time.monotonic()
+        with ResumeLog(side, key) as rlog:
+            print(f"[generate] {benchmark}: {rlog.summary()}", flush=True)
+            if is_episodic(benchmark):
+                preds = run_episodes(rows, gen.keyed_fn(rlog, benchmark), options.get(benchmark, {}),
+                                     step_ids=True)
+            else:
+                texts = gen([r["messages"] for r in rows], progress=True, ids=[r["id"] for r in rows],
+                            log=rlog, desc=benchmark)
+                preds = [{"id": r["id"], "prediction": t} for r, t in zip(rows, texts)]
         write_jsonl(out[benchmark], preds)
-        print(f"[generate] {benchmark}: {len(preds)} predictions")
+        resumed, generated, secs = gen.resumed - r0, gen.generated - g0, time.monotonic() - t0
+        rate = f"{generated / secs:.2f}" if secs > 0 else "n/a"
+        print(f"[generate] {benchmark}: {len(preds)} predictions; replies: {resumed} resumed, "
+              f"{generated} generated in {secs:.1f} s ({rate} items/s)", flush=True)
+    for side in sides:
+        side.unlink(missing_ok=True)
     if gen.truncated_prompts:
         print(f"[generate] {gen.truncated_prompts} prompts were cut to max_prompt_length (from the left)")
 

@@ -88,9 +88,51 @@ def score(benchmark: str, items: list[dict], predictions: list[dict], options: d
     return general.score(benchmark, items, pred, options)
 
 
-def run_episodes(items: list[dict], generate: GenerateFn, options: dict | None = None) -> list[dict]:
-    """HotpotQA ReAct episodes; rows ``{"id", "prediction", "trajectory", "stop_reason"}``."""
+def run_episodes(items: list[dict], generate: Callable[..., list[str]], options: dict | None = None, *,
+                 step_ids: bool = False) -> list[dict]:
+    """HotpotQA ReAct episodes; rows ``{"id", "prediction", "trajectory", "stop_reason"}``.
+
+    With ``step_ids=True``, ``generate`` is called as ``generate(messages, ids)`` where ``ids[i]``
+    is ``"<item id>#<step>"`` (1-based step of that episode): a stable name for every reply, which
+    :mod:`agentflan.generate` uses to resume a killed job step by step."""
+    if step_ids:
+        generate = _StepIds(items, generate)
     return hotpotqa.run_episodes(items, generate, options)
+
+
+class _StepIds:
+    """Names each prompt of an episode step call by its episode and step.
+
+    The harness calls ``generate`` once per step with the messages of the unfinished episodes, in
+    item order, each extending the same episode's messages of the previous call. So each call's
+    lists are matched, in order, to the episodes of the previous call whose previous messages they
+    extend. Episodes with identical histories are told apart by order only; the names stay a
+    deterministic function of the calls, which is all a resume key needs."""
+
+    def __init__(self, items: list[dict], generate: Callable[[list[list[dict]], list[str]], list[str]]):
+        self.ids = [it["id"] for it in items]
+        self.generate = generate
+        # (episode index, messages of its last call, steps so far)
+        self.running: list[tuple[int, list[dict], int]] = [(j, list(it["messages"]), 0)
+                                                           for j, it in enumerate(items)]
+
+    def __call__(self, batch: list[list[dict]]) -> list[str]:
+        nxt, names, p = [], [], 0
+        for messages in batch:
+            while p < len(self.running) and not _extends(messages, self.running[p][1]):
+                p += 1
+            if p == len(self.running):
+                raise RuntimeError("episode harness: a prompt does not continue any running episode")
+            j, _, step = self.running[p]
+            nxt.append((j, messages, step + 1))
+            names.append(f"{self.ids[j]}#{step + 1}")
+            p += 1
+        self.running = nxt
+        return self.generate(batch, names)
+
+
+def _extends(messages: list[dict], base: list[dict]) -> bool:
+    return len(messages) >= len(base) and messages[:len(base)] == base
 
 
 def is_episodic(benchmark: str) -> bool:
