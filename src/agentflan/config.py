@@ -53,8 +53,8 @@ def _yaml_line(source: Path, keys: list) -> int | None:
             match = [(k, v) for k, v in node.value if k.value == str(key)]
             if not match:
                 break
-            line = match[0][0].start_mark.line + 1
-            node = match[0][1]
+            line = match[-1][0].start_mark.line + 1  # the last one wins, as in yaml.safe_load
+            node = match[-1][1]
         elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
             node = node.value[key]
             line = node.start_mark.line + 1

@@ -248,12 +248,10 @@ def _record_id(obj: Any) -> str | None:
 
 
 def parse_json_line(raw: bytes, path: str | os.PathLike, line: int, *, at_eof: bool = False) -> Any:
-    """Parse one JSON Lines line (bytes, newline included or not) under every rule of this module;
-    return the value, or ``None`` for a blank line."""
+    """Parse one non-blank JSON Lines line (bytes, newline included or not) under every rule of
+    this module and return its value."""
     path = Path(path)
     text = _decode(raw, path, line, at_eof=at_eof)
-    if not text.strip():
-        return None
     try:
         obj = _loads(text)
     except json.JSONDecodeError as exc:
@@ -343,9 +341,9 @@ def iter_jsonl(path: str | os.PathLike, max_line_bytes: int | None = None) -> It
                 raise DataError(path, f"line longer than {limit} bytes (agentflan.io.MAX_LINE_BYTES); "
                                       "a JSON array or a binary file under a .jsonl name?",
                                 line=lineno, record=_guess_id(raw[:4096]))
-            obj = parse_json_line(raw, path, lineno, at_eof=not raw.endswith(b"\n"))
-            if obj is None:
+            if not raw.strip():
                 continue
+            obj = parse_json_line(raw, path, lineno, at_eof=not raw.endswith(b"\n"))
             seen = True
             yield lineno, obj
     if not seen:
