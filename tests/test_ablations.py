@@ -11,8 +11,12 @@ class CharTokenizer:
     """One token per character: token counts are exact and easy to reason about."""
     bos_token_id = None
 
-    def __call__(self, text, add_special_tokens=False):
-        return {"input_ids": [ord(c) for c in text]}
+    def __call__(self, texts, add_special_tokens=False, return_offsets_mapping=False, **kwargs):
+        batch = [texts] if isinstance(texts, str) else list(texts)
+        out = {"input_ids": [[ord(c) for c in t] for t in batch]}
+        if return_offsets_mapping:
+            out["offset_mapping"] = [[(i, i + 1) for i in range(len(t))] for t in batch]
+        return {k: v[0] for k, v in out.items()} if isinstance(texts, str) else out
 
 
 def _turn(role, content, train=False, cap=None):
