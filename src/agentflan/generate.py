@@ -67,8 +67,8 @@ def model_identity(model_path: str, workers: int = 8) -> dict[str, str]:
 
     Full content hashes, not names and sizes: a re-trained model has the same file sizes. Files
     are hashed in parallel threads (hashlib releases the GIL) right after the model load, when
-    they are in the page cache: about 1 GB/s per thread, i.e. seconds for 7B and a minute or two
-    for 70B, against hours of generation."""
+    they are in the page cache: 0.6 GB/s per thread on the 2-core development machine, i.e. well
+    under a minute for 7B and a few minutes at most for 70B, against hours of generation."""
     from concurrent.futures import ThreadPoolExecutor
     d = model_dir(model_path)
     files = sorted(f for f in d.iterdir()
