@@ -227,6 +227,26 @@ def test_bad_resource_config_is_refused():
         cfg.load_config(PAPER, {"training": {"resources": {"7b": {"gpus": 8}}}})
 
 
+def _with_preset(name):
+    """config/paper.yaml followed by a preset file, merged the way Snakemake merges --configfile."""
+    import yaml
+    from snakemake.utils import update_config
+    config = yaml.safe_load(PAPER.read_text())
+    update_config(config, yaml.safe_load((ROOT / "config" / name).read_text()))
+    return cfg.validate(config)
+
+
+def test_one_machine_presets():
+    one_gpu, one_node = _with_preset("paper-1gpu.yaml"), _with_preset("paper-1node.yaml")
+    for size in ("7b", "13b", "70b"):
+        assert launch.train_launcher(one_gpu, size, PY) == PY
+        assert cfg.training_recipe(one_gpu, size)["deepspeed"] is None
+        assert launch.train_launcher(one_node, size, PY) == \
+            f"{PY} -m torch.distributed.run --standalone --nnodes=1 --nproc_per_node=8"
+        assert cfg.training_recipe(one_node, size) == cfg.training_recipe(cfg.load_config(PAPER), size)
+    assert cfg.training_recipe(one_gpu, "70b")["batch_size"] == 128  # the rest of the recipe stays
+
+
 # ----------------------------------------------------------------------------- the launcher
 ONE_NODE = {"nodes": 1, "gpus_per_node": 8, "cpus_per_task": 32}
 
