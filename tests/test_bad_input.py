@@ -287,7 +287,7 @@ def test_untrainable_record_is_skipped_and_listed(reason, conv, raw, tmp_path):
     card = build_card(converted, _NoTok(), 100, tmp_path / "card.json", tmp_path / "card.md",
                       {"description": "test"}, skipped=skipped)
     entry = card["files"]["toolbench_react_10p"]["skipped"]
-    assert entry == {"total": 1, "by_reason": {reason: 1}, "ids": ["skip_3"]}
+    assert entry == {"total": 1, "by_reason": {reason: 1}, "ids": ["skip_3"], "listed": True}
     assert card["total_skipped"] == 1
     md = (tmp_path / "card.md").read_text(encoding="utf-8")
     assert "## Records skipped by the conversion" in md and "`skip_3`" in md

@@ -172,6 +172,7 @@ def build_card(converted: dict[str, list[dict]], seg_tok, max_length: int, out_j
         recs = converted[stem]
         st = file_stats(recs)
         st["skipped"] = skipped_summary(skipped.get(stem, []))
+        st["skipped"]["listed"] = stem in skipped  # False: not a released file (e.g. sharegpt)
         st.update(token_stats(recs, seg_tok))
         st["over_max_length"] = sum(1 for r in recs if len(seg_tok.encode_record(r)) > max_length)
         files[stem] = st
@@ -215,6 +216,10 @@ def render_card_md(card: dict) -> str:
               "| --- | ---: | " + " | ".join("---:" for _ in SKIP_REASONS) + " | --- |"]
     for stem, f in card["files"].items():
         sk = f["skipped"]
+        if not sk.get("listed", True):
+            lines.append(f"| `{stem}` | — | " + " | ".join("—" for _ in SKIP_REASONS)
+                         + " | not a released file (ShareGPT: general/sharegpt.stats.json) |")
+            continue
         lines.append(f"| `{stem}` | {sk['total']} | "
                      + " | ".join(str(sk["by_reason"].get(r, 0)) for r in SKIP_REASONS)
                      + " | " + (", ".join(_md_code(i) for i in sk["ids"]) or "none") + " |")
