@@ -91,17 +91,18 @@ def tiny(tmp_path_factory):
 
 
 def _counting(gen, fail_after: int | None = None):
-    """Count the prompts sent to the model; raise (a stand-in for a kill) after ``fail_after`` batches."""
+    """Count the prompts the model generates for; raise (a stand-in for a kill) after
+    ``fail_after`` batches."""
     seen = {"rows": 0, "batches": 0}
-    real = gen._generate_rows
+    real = gen.model.generate
 
-    def wrapped(prompts, width):
+    def wrapped(*args, **kwargs):
         if fail_after is not None and seen["batches"] >= fail_after:
             raise KeyboardInterrupt("killed")
-        seen["rows"] += len(prompts)
+        seen["rows"] += kwargs["input_ids"].shape[0]
         seen["batches"] += 1
-        return real(prompts, width)
-    gen._generate_rows = wrapped
+        return real(*args, **kwargs)
+    gen.model.generate = wrapped
     return seen
 
 
