@@ -509,6 +509,13 @@ def test_miniature_bpe_passes_the_tokenizer_check(raw, tmp_path):
     assert (out / "tokenizer.json").exists()
 
 
+@pytest.mark.parametrize("fixture", ["llama2_tokenizer", "mistral_tokenizer"])
+def test_sentencepiece_tokenizers_of_the_paper_pass(fixture, request):
+    """Llama-2 (the paper's models) and Mistral (tags only through byte fallback) pass the check."""
+    from agentflan.validation import check_tokenizer
+    check_tokenizer(request.getfixturevalue(fixture), fixture)
+
+
 # ------------------------------------------------------------------------------ sources lock (download)
 
 def _fetch_setup(tmp_path):
