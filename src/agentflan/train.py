@@ -483,7 +483,7 @@ def train(*, base_model: str, data_path: Path, out_dir: Path, metrics_path: Path
         print(f"[train] {model_id}: resuming from {Path(resume).name}")
     t0 = time.time()
     try:
-        result = trainer.train(resume_from_checkpoint=resume)
+        trainer.train(resume_from_checkpoint=resume)
     finally:
         trainer.close_metrics()
     wall = time.time() - t0
@@ -508,12 +508,12 @@ def train(*, base_model: str, data_path: Path, out_dir: Path, metrics_path: Path
             "devices": world, "device_type": "cuda" if cuda else "cpu", "max_length": max_length,
             "seed": seed, "deepspeed": recipe.get("deepspeed"), "zero_stage": ds_stage, "zero_init": zero_init, "dtype": dtype,
             "master_weights": "fp32" if (mixed or dtype == "fp32") else dtype,
-            "encoding": enc_stats, "train_loss": round(float(result.training_loss), 6),
+            "encoding": enc_stats, **_loss_summary(metrics_path),
             "tokens_trained": sum(sum(1 for x in e.labels if x != -100) for e in examples),
         }
         write_json(config_path, effective)
         # Wall time is not written into artifacts (determinism); it goes to the job log.
-        print(f"[train] {model_id}: {total_steps} steps in {wall:.1f}s, final loss {result.training_loss:.4f}")
+        print(f"[train] {model_id}: {total_steps} steps in {wall:.1f}s, final loss {effective['final_loss']}")
     trainer.accelerator.wait_for_everyone()
     if trainer.is_world_process_zero():
         if recipe.get("keep_checkpoints", False) is False and checkpoint_dir.exists():
@@ -535,6 +535,14 @@ def _write_probe(trainer, example, path: Path) -> None:
     if trainer.is_world_process_zero():
         path.parent.mkdir(parents=True, exist_ok=True)
         save_file({"logits": logits.contiguous(), "input_ids": ids.cpu()}, str(path))
+
+
+def _loss_summary(metrics_path: Path) -> dict:
+    """Mean of the logged losses and the last one, from the metrics file (a resumed run's trainer only
+    knows the steps since its checkpoint; the file holds them all)."""
+    losses = [row["loss"] for row in load_metrics(metrics_path) if "loss" in row]
+    return {"train_loss": round(sum(losses) / len(losses), 6) if losses else None,
+            "final_loss": round(losses[-1], 6) if losses else None}
 
 
 def _optimizer_info(optimizer) -> dict:
