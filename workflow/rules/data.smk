@@ -59,6 +59,7 @@ rule convert:
         f"{DATA}/raw/agentflan.manifest.json",
     output:
         expand(f"{DATA}/converted/{{stem}}.jsonl", stem=AGENTFLAN_STEMS),
+        skipped=f"{DATA}/converted/skipped.json",
     params:
         args=as_params(raw_dir=f"{DATA}/raw", out_dir=f"{DATA}/converted"),
     log:
