@@ -58,7 +58,7 @@ def check_resources(config: dict) -> None:
     that size the one-node, no-GPU defaults) and multi-node generation (one process)."""
     sizes = sorted(config["models"]["sizes"])
     for section in SECTIONS:
-        for size, spec in (config[section].get("resources") or {}).items():
+        for size in config[section].get("resources") or {}:
             if size not in sizes:
                 raise ValueError(f"config {section}.resources.{size}: no such size in models.sizes {sizes}")
     for size in sizes:
