@@ -46,7 +46,8 @@ text does not have, instead of the 28 (BOS included) of the rendered text.
   first, recursively): the part up to and including the begin tag is tokenised as a conversation
   of its own (exactly as :meth:`encode_prompt` tokenises it), the rest as a *continuation*: after
   a sentinel (``\\n``; another one if that merges) whose tokens are dropped, so no Metaspace
-  prefix is added. Tokenisers that never merge there (Llama-2, Mistral) are never split.
+  prefix is added. Llama-2 and Mistral never merge there on the test conversations, so they are
+  never split; the miniature's byte-level BPE can.
 * Strings in the content that spell a special token (``</s>``) are tokenised as text
   (``split_special_tokens``), so content can never inject control tokens.
 * BOS (``bos_token_id``) is prepended exactly once; no EOS is added (the assistant end tag ends a
@@ -56,6 +57,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from itertools import chain
 
 import numpy as np
 
@@ -181,7 +183,7 @@ class _Layout:
 
 def _anchors(offsets, n_text: int) -> tuple[np.ndarray, np.ndarray]:
     """First text character (see the module's boundary rule) and end of every token."""
-    off = np.asarray(offsets, dtype=np.int64).reshape(-1, 2)
+    off = np.fromiter(chain.from_iterable(offsets), dtype=np.int64, count=2 * len(offsets)).reshape(-1, 2)
     starts, ends = off[:, 0], off[:, 1]
     if len(off) == 0:
         return starts, ends
