@@ -203,9 +203,12 @@ def test_paper_sizes_and_the_miniature():
     got = {s: launch.job_resources(launch.size_resources(paper, "training", s), 1) for s in cfg.sizes(paper)}
     assert {s: (r["nodes"], r["gres"]) for s, r in got.items()} == {
         "7b": (2, "gpu:8"), "13b": (4, "gpu:8"), "70b": (16, "gpu:8")}
-    # mem_mb holds 8 bf16 host copies of the model
+    # host memory per node: ZeRO-2 ranks each load a bf16 copy of the model; ZeRO-3 ranks load one
+    # ~10 GB checkpoint shard at a time under zero.Init and the first node gathers the bf16 model
     for size, params_b in (("7b", 6.7), ("13b", 13.0), ("70b", 69.0)):
-        assert got[size]["mem_mb"] > 8 * 2 * params_b * 1000
+        stage = 3 if cfg.training_recipe(paper, size)["deepspeed"].endswith("zero3.json") else 2
+        need_gb = 8 * 2 * params_b if stage == 2 else 8 * 10 + 2 * params_b
+        assert got[size]["mem_mb"] > 1.2 * need_gb * 1000, size
     mini = cfg.load_config(ROOT / "config" / "config.yaml")
     for size in cfg.sizes(mini):
         for section in ("training", "evaluation"):
