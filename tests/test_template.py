@@ -58,7 +58,7 @@ from agentflan.template import (ASSISTANT_STOP, CAPABILITY_IDS, PART_IDS, Segmen
                                 _Layout)
 
 RELEASE = Path(__file__).parent / "fixtures" / "release" / "internlm" / "Agent-FLAN"
-SPM = ("llama2_tokenizer", "mistral_tokenizer")
+SPM = ("llama2_tokenizer", "llama2_legacy_tokenizer", "mistral_tokenizer")
 ALL = SPM + ("bpe_tokenizer",)
 
 
@@ -108,6 +108,27 @@ def bpe_tokenizer(tmp_path_factory, realistic):
     return load_tokenizer(str(out))
 
 
+@pytest.fixture(scope="module")
+def llama2_legacy_tokenizer(tmp_path_factory):
+    """Llama-2 in the hub's older tokenizer.json form: the "▁" prefix and spaces come from a
+    normalizer (Prepend + Replace), not a Metaspace pre-tokenizer."""
+    import json
+    import shutil
+
+    import sptokenizers
+    from agentflan.modeling import load_tokenizer
+    out = tmp_path_factory.mktemp("llama2-legacy")
+    shutil.copytree(sptokenizers.llama2_tokenizer_dir(), out, dirs_exist_ok=True)
+    spec = json.loads((out / "tokenizer.json").read_text(encoding="utf-8"))
+    assert spec["pre_tokenizer"]["type"] == "Metaspace"
+    spec["pre_tokenizer"] = None
+    spec["normalizer"] = {"type": "Sequence", "normalizers": [
+        {"type": "Prepend", "prepend": "\u2581"},
+        {"type": "Replace", "pattern": {"String": " "}, "content": "\u2581"}]}
+    (out / "tokenizer.json").write_text(json.dumps(spec, ensure_ascii=False), encoding="utf-8")
+    return load_tokenizer(str(out))
+
+
 def _bytes_to_unicode():
     """GPT-2's byte <-> printable-character table (the byte-level BPE alphabet)."""
     bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("\u00a1"), ord("\u00ac") + 1)) \
@@ -127,7 +148,7 @@ _HEX = re.compile(r"<0x([0-9A-F]{2})>")
 
 def token_bytes(tok, ids: list[int]) -> list[bytes]:
     """The bytes every token stands for, from its vocabulary entry alone."""
-    spm = type(tok.backend_tokenizer.pre_tokenizer).__name__ == "Metaspace"
+    spm = type(tok.backend_tokenizer.pre_tokenizer).__name__ != "ByteLevel"
     out = []
     for piece in tok.convert_ids_to_tokens(ids):
         m = _HEX.fullmatch(piece)
@@ -384,7 +405,7 @@ def test_slow_or_offsetless_tokenizer_is_refused():
         def __call__(self, texts, **kw):
             return {"input_ids": [[1] for _ in texts], "offset_mapping": [[(3, 1)] for _ in texts]}
 
-    with pytest.raises(ValueError, match="offsets"):
+    with pytest.raises(ValueError, match=r"record 'hi': tokenizer offsets are not monotonic"):
         TemplateTokenizer(NoOffsets()).encode_record(HI)
 
 

@@ -221,15 +221,14 @@ class TemplateTokenizer:
         self.split_texts = 0   # texts tokenised in pieces because a token straddled a begin tag
 
     # -- tokenizer calls --------------------------------------------------------------------
+    def _call(self, texts: list[str]) -> list[tuple[list[int], list]]:
+        """One tokenizer call: ids and character offsets of every text's tokens."""
+        enc = self.tok(texts, add_special_tokens=False, return_offsets_mapping=True, split_special_tokens=True)
+        return list(zip(enc["input_ids"], enc["offset_mapping"]))
+
     def _tokenize(self, texts: list[str]) -> list[tuple[list[int], np.ndarray, np.ndarray]]:
-        out = []
-        for k in range(0, len(texts), _BATCH):
-            chunk = texts[k:k + _BATCH]
-            enc = self.tok(chunk, add_special_tokens=False, return_offsets_mapping=True,
-                           split_special_tokens=True)
-            for text, ids, offs in zip(chunk, enc["input_ids"], enc["offset_mapping"]):
-                out.append((list(ids), *_anchors(offs, len(text))))
-        return out
+        """Ids, first characters and ends of every text's tokens."""
+        return [(list(ids), *_anchors(offs, len(text))) for text, (ids, offs) in zip(texts, self._call(texts))]
 
     def _continuation(self, text: str) -> tuple[list[int], np.ndarray, np.ndarray]:
         """Tokens of ``text`` as it continues some earlier text (no start-of-text prefix)."""
@@ -281,11 +280,18 @@ class TemplateTokenizer:
             ids, labels, cap, part = ids[:max_length], labels[:max_length], cap[:max_length], part[:max_length]
         return Encoded(ids, labels, cap, part)
 
-    def _encode_layouts(self, layouts: list[_Layout], max_length: int | None) -> list[Encoded]:
-        once = self._tokenize([lay.text for lay in layouts])
+    def _encode_layouts(self, layouts: list[_Layout], max_length: int | None,
+                        names: list[str] | None = None) -> list[Encoded]:
         out = []
-        for lay, done in zip(layouts, once):
-            out.append(self._assemble(lay, *self._pieces(lay.text, lay.cuts, True, done), max_length))
+        for k in range(0, len(layouts), _BATCH):
+            chunk = layouts[k:k + _BATCH]
+            for i, (lay, (ids, offs)) in enumerate(zip(chunk, self._call([lay.text for lay in chunk]))):
+                try:
+                    done = (list(ids), *_anchors(offs, len(lay.text)))
+                    out.append(self._assemble(lay, *self._pieces(lay.text, lay.cuts, True, done), max_length))
+                except ValueError as e:
+                    name = names[k + i] if names else f"#{k + i}"
+                    raise ValueError(f"record {name}: {e}") from None
         return out
 
     # -- public interface -------------------------------------------------------------------
@@ -296,7 +302,7 @@ class TemplateTokenizer:
         """``encode_record`` of many records, tokenised in batches."""
         return self._encode_layouts(
             [_Layout.of(segments(r["turns"], general=r.get("source") == "sharegpt")) for r in records],
-            max_length)
+            max_length, [repr(r.get("id")) for r in records])
 
     def encode_record(self, record: dict, max_length: int | None = None) -> Encoded:
         return self.encode_records([record], max_length)[0]
