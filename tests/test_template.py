@@ -1,6 +1,14 @@
 """The chat template is rendered byte-exactly; label masks follow the loss policy."""
+import re
+from pathlib import Path
+
+import pytest
+
+from agentflan.convert import convert_records
+from agentflan.download import agentflan_files
 from agentflan.records import canonical_from_released
-from agentflan.template import (ASSISTANT_BEGIN, ASSISTANT_END, USER_BEGIN, USER_END, render, segments)
+from agentflan.template import (ASSISTANT_BEGIN, ASSISTANT_END, ASSISTANT_STOP, CAPABILITY_IDS, PART_IDS, USER_BEGIN,
+                                USER_END, SegmentTokenizer, TemplateTokenizer, _Layout, render, segments)
 
 
 def test_template_bytes_match_authors_readme():
@@ -47,15 +55,6 @@ def test_react_scaffold_is_format_part():
 # The oracle below is independent of the offsets the implementation uses: it maps every token to
 # its bytes (SentencePiece pieces / byte-level symbols) and so to its byte span in the text.
 # --------------------------------------------------------------------------------------------
-import re
-from pathlib import Path
-
-import pytest
-
-from agentflan.convert import convert_records
-from agentflan.download import agentflan_files
-from agentflan.template import (ASSISTANT_STOP, CAPABILITY_IDS, PART_IDS, SegmentTokenizer, TemplateTokenizer,
-                                _Layout)
 
 RELEASE = Path(__file__).parent / "fixtures" / "release" / "internlm" / "Agent-FLAN"
 SPM = ("llama2_tokenizer", "llama2_legacy_tokenizer", "mistral_tokenizer")
@@ -433,3 +432,10 @@ def test_mistral_fixture_matches_sentencepiece(mistral_tokenizer, realistic):
         assert ids == sp.encode(text), rec["id"]
         compared += 1
     assert compared >= 12
+
+
+def test_segments_tile_the_rendered_text(realistic):
+    for rec in TRICKY + realistic:
+        for gen in (False, True):
+            assert "".join(s.text for s in segments(rec["turns"], add_generation_prompt=gen)) \
+                == render(rec["turns"], add_generation_prompt=gen)
