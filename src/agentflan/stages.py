@@ -164,21 +164,48 @@ def train(base_model: str, data: str, out_dir: str, metrics: str, config_out: st
 
 
 # ----------------------------------------------------------------------------- evaluation
-def generate(model: str, items: dict, out: dict, generation: dict, options: dict, threads: int) -> None:
+def generate(model: str, items: dict, out: dict, generation: dict, options: dict, threads: int,
+             backend: dict | None = None) -> None:
     """Generate every benchmark's predictions with one loaded model (HotpotQA: multi-step episodes).
 
     Resumable: finished replies go to ``<out>.partial.jsonl`` side files as they are generated; a
     rerun after a kill generates only what is missing. The side files are removed once every
     predictions file is written (Snakemake deletes all outputs of a failed job, so a benchmark
-    finished before the kill is resumed from its side file too)."""
+    finished before the kill is resumed from its side file too).
+
+    ``backend`` chooses what answers: absent or ``{"kind": "local"}`` the local model at ``model``
+    (:class:`agentflan.generate.Generator` with ``generation``); ``{"kind": "api", "model": name,
+    "max_tokens": n, ...}`` an OpenAI-compatible endpoint (:class:`agentflan.api_backend.ApiGenerator`,
+    the other keys are its keyword arguments; ``model`` here is then only a label and
+    ``generation`` is not used). The API backend keeps its reply cache ``<out>.api-cache.jsonl``
+    (never removed: a rerun never pays twice) and writes the run record ``<out>.api.json``."""
     import time
 
     from .evaluation.registry import is_episodic, run_episodes
     from .generate import Generator, ResumeLog, side_path
     from .io import iter_jsonl
-    gen = Generator(model, threads=threads, **generation)
-    key = gen.settings_key()
-    print(f"[generate] settings key {key} ({len(gen.settings()['model'])} model files hashed)", flush=True)
+    backend = dict(backend or {"kind": "local"})
+    kind = backend.pop("kind", "local")
+    message_errors: tuple = ()
+    if kind == "api":
+        from .api_backend import ApiGenerator, MessageError, write_run_record
+        message_errors = (MessageError,)
+        if not isinstance(backend.get("model"), str):
+            raise DataError("params", f"generate: the API backend of {model!r} needs a 'model' name")
+        try:
+            gen = ApiGenerator(backend.pop("model"), **backend)
+        except TypeError as exc:    # an option ApiGenerator does not take
+            raise DataError("params", f"generate: API backend of {model!r}: {exc}") from None
+        key = gen.settings_key()
+        print(f"[generate] {model}: API model {gen.model!r} at {gen.endpoint}, settings key {key}", flush=True)
+    elif kind == "local":
+        if backend:
+            raise DataError("params", f"generate: the local backend takes no options, got {sorted(backend)}")
+        gen = Generator(model, threads=threads, **generation)
+        key = gen.settings_key()
+        print(f"[generate] settings key {key} ({len(gen.settings()['model'])} model files hashed)", flush=True)
+    else:
+        raise DataError("params", f"generate: backend kind {kind!r} is not 'local' or 'api'")
     sides = []
     for benchmark in sorted(items):
         rows = []
@@ -189,20 +216,31 @@ def generate(model: str, items: dict, out: dict, generation: dict, options: dict
                 raise DataError(items[benchmark], "evaluation item needs a string 'id' and a 'messages' list",
                                 line=lineno, record=rid)
             rows.append(row)
-        side = side_path(out[benchmark])
-        sides.append(side)
+        if kind == "api":
+            rlog = gen.open_log(out[benchmark])
+            http0 = (gen.requests, gen.retries)
+        else:
+            side = side_path(out[benchmark])
+            sides.append(side)
+            rlog = ResumeLog(side, key)
         r0, g0, t0 = gen.resumed, gen.generated, time.monotonic()
-        with ResumeLog(side, key) as rlog:
+        with rlog:
             print(f"[generate] {benchmark}: {rlog.summary()}", flush=True)
-            if is_episodic(benchmark):
-                preds = run_episodes(rows, gen.keyed_fn(rlog, benchmark), options.get(benchmark, {}),
-                                     step_ids=True)
-            else:
-                texts = gen([r["messages"] for r in rows], progress=True, ids=[r["id"] for r in rows],
-                            log=rlog, desc=benchmark)
-                preds = [{"id": r["id"], "prediction": t} for r, t in zip(rows, texts)]
+            try:
+                if is_episodic(benchmark):
+                    preds = run_episodes(rows, gen.keyed_fn(rlog, benchmark), options.get(benchmark, {}),
+                                         step_ids=True)
+                else:
+                    texts = gen([r["messages"] for r in rows], progress=True, ids=[r["id"] for r in rows],
+                                log=rlog, desc=benchmark)
+                    preds = [{"id": r["id"], "prediction": t} for r, t in zip(rows, texts)]
+            except message_errors as exc:       # a message the chat API cannot take
+                raise DataError(items[benchmark], str(exc)) from None
         write_jsonl(out[benchmark], preds)
         resumed, generated, secs = gen.resumed - r0, gen.generated - g0, time.monotonic() - t0
+        if kind == "api":
+            write_run_record(out[benchmark], gen, rlog, n=len(preds), requests=gen.requests - http0[0],
+                             retries=gen.retries - http0[1], generated=generated, resumed=resumed)
         rate = f"{generated / secs:.2f}" if secs > 0 else "n/a"
         print(f"[generate] {benchmark}: {len(preds)} predictions; replies: {resumed} resumed, "
               f"{generated} generated in {secs:.1f} s ({rate} items/s)", flush=True)
