@@ -11,6 +11,13 @@ from .io import DataError
 
 
 def main(argv: list[str] | None = None) -> int:
+    # First of all, before anything imports torch: the kernel-dispatch, MKL and thread pins that make
+    # CPU results bit-for-bit the same on every x86-64 machine of our kind (agentflan.determinism).
+    from .determinism import DeterminismError, pin_for_cli
+    try:
+        pin_for_cli(sys.argv[1:] if argv is None else list(argv))
+    except DeterminismError as exc:
+        return _fail(f"determinism: {exc}")
     from .stages import STAGES, params_from, run_stage
     ap = argparse.ArgumentParser(prog="agentflan", description=__doc__)
     ap.add_argument("stage", nargs="?", help="stage to run")

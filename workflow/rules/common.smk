@@ -1,5 +1,6 @@
 # Shared helpers: the validated config, its expansion into datasets/models, and param plumbing.
 import json
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -9,8 +10,11 @@ sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 from agentflan import config as cfg  # noqa: E402
 from agentflan import launch  # noqa: E402
 from agentflan.download import AGENTFLAN_STEMS  # noqa: E402
+from agentflan.determinism import env_from_config  # noqa: E402
 
 cfg.validate(config)
+# Every job inherits the determinism pins of the config (agentflan.determinism reads them in the cli).
+os.environ.update(env_from_config(config["determinism"]))
 launch.check_resources(config)
 RUN = config["run"]
 PRESET = config["preset"]
