@@ -308,6 +308,28 @@ def test_key_is_bearer_only_and_never_written(tmp_path, endpoint, capsys):
     assert KEY not in captured.out and KEY not in captured.err
 
 
+def test_cli_prints_one_error_line_and_writes_no_predictions(tmp_path, endpoint):
+    import os
+    import subprocess
+    import sys
+    endpoint.script = [(401, {}, {"error": {"message": "invalid key"}})]
+    write_jsonl(tmp_path / "gsm8k.jsonl", _items(2))
+    out = tmp_path / "res" / "gsm8k.predictions.jsonl"
+    params = {"model": "gpt-test", "items": {"gsm8k": str(tmp_path / "gsm8k.jsonl")},
+              "out": {"gsm8k": str(out)}, "generation": {}, "options": {}, "threads": 1,
+              "backend": {"kind": "api", "model": "gpt-test", "max_tokens": 8}}
+    (tmp_path / "params.json").write_text(json.dumps(params))
+    proc = subprocess.run([sys.executable, "-m", "agentflan.cli", "generate", "--params",
+                           f"@{tmp_path / 'params.json'}"], capture_output=True, text=True,
+                          env={**os.environ}, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    err = [x for x in proc.stderr.splitlines() if x.startswith("error:")]
+    assert err == [f"error: POST {endpoint.url}/chat/completions (record 'gsm8k/0'): HTTP 401 "
+                   "Unauthorized: {\"error\": {\"message\": \"invalid key\"}}"]
+    assert "Traceback" not in proc.stderr and KEY not in proc.stderr + proc.stdout
+    assert not out.exists() and len(endpoint.requests) == 1
+
+
 # ------------------------------------------------------------------ config
 def test_config_schema_api_models():
     import inspect

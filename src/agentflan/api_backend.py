@@ -26,8 +26,9 @@ so the stage runs either backend.
   neither a rerun nor going back to earlier settings pays twice.
 * **Run record.** :func:`write_run_record` writes ``<predictions>.api.json``: the requested and
   the served model names (the ``model`` field of the responses, counted over the replies of the
-  predictions), the UTC date of the run, counts of requests, retries and cached replies. The date
-  is the one timestamp in the package's artifacts, and it is only in this sidecar: the
+  predictions, cached ones included), the UTC date of the run and the UTC dates the replies were
+  paid for, counts of requests, retries and cached replies. Dates (days, no time of day) are the
+  one timestamp in the package's artifacts, and they are only in this sidecar and the cache: the
   predictions file stays a deterministic function of the replies.
 
 See docs/CONTRACTS.md ("API backend").
@@ -324,7 +325,10 @@ class ApiGenerator:
             with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
                 raw = resp.read()
         except urllib.error.HTTPError as exc:
-            detail = self._scrub(exc.read().decode("utf-8", "replace")) if exc.fp else ""
+            try:
+                detail = self._scrub(exc.read().decode("utf-8", "replace")) if exc.fp else ""
+            except (OSError, http.client.HTTPException):
+                detail = ""
             what = f"HTTP {exc.code} {exc.reason}" + (f": {detail}" if detail else "")
             if exc.code == 429 or exc.code >= 500:
                 raise _Retryable(what, _retry_after(exc.headers.get("Retry-After"))) from None
