@@ -138,6 +138,7 @@ def test_normal_reply_request_and_run_record(tmp_path, endpoint, capsys):
     assert rec["predictions"] == 3 and rec["replies"] == {"cached": 0, "requested": 3}
     assert rec["http"] == {"requests": 3, "retries": 0}
     assert len(rec["date"]) == 10 and rec["date"][4] == "-" and rec["reply_dates"] == {rec["date"]: 3}
+    assert rec["finish_reasons"] == {"stop": 3}
     # the cache is kept; its lines are complete and sorted-key JSON
     lines = cache_path(out["mmlu"]).read_text().splitlines()
     assert len(lines) == 2 and all(json.loads(x)["served_model"] == SERVED for x in lines)

@@ -133,6 +133,7 @@ class ApiCache:
         self.used = 0                       # replies handed out by get()
         self.served: Counter[str] = Counter()   # served model of every reply handed out or added
         self.dates: Counter[str] = Counter()    # and the day it was paid for
+        self.finishes: Counter[str] = Counter()  # and why it ended ("stop", "length", ...)
         self._fd: int | None = None
         if self.path.exists():
             self._read()
@@ -185,6 +186,7 @@ class ApiCache:
         self.used += 1
         self.served[hit[1]] += 1
         self.dates[hit[3]] += 1
+        self.finishes[hit[2] or "none"] += 1
         return hit[0]
 
     def append(self, rows: list[tuple]) -> None:
@@ -206,6 +208,7 @@ class ApiCache:
             self.entries.setdefault(key, value)
             self.served[value[1]] += 1
             self.dates[value[3]] += 1
+            self.finishes[value[2] or "none"] += 1
 
     def summary(self) -> str:
         if not (self.lines or self.torn):
@@ -281,9 +284,9 @@ class ApiGenerator:
 
     # ------------------------------------------------------------------ identity
     def settings(self) -> dict:
-        """Everything a reply depends on besides the request body: the endpoint (without user
-        info or query) and a format number. Model, messages, temperature, max_tokens and stop are
-        in the body, whose hash is each reply's own key."""
+        """What answers: the endpoint (without user info or query), the API model, max_tokens,
+        temperature, stop and a format number. The body (these and the messages) is hashed into
+        each reply's own key too; the endpoint and the format number are only here."""
         return {"format": API_FORMAT, "backend": "openai-chat", "endpoint": self.endpoint,
                 "model": self.model, "max_tokens": self.max_tokens, "temperature": 0, "stop": self.stop}
 
@@ -498,6 +501,7 @@ def write_run_record(out: str | os.PathLike, gen: ApiGenerator, cache: ApiCache,
         "settings": gen.settings_key(),
         "date": date or run_date(),
         "reply_dates": dict(sorted(cache.dates.items())),
+        "finish_reasons": dict(sorted(cache.finishes.items())),
         "predictions": n,
         "replies": {"requested": generated, "cached": resumed},
         "http": {"requests": requests, "retries": retries},
