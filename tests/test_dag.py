@@ -1,52 +1,29 @@
 """Smoke run of the whole DAG on a reduced miniature (one model size, one data fraction).
 
-It runs the real Snakefile end to end (minutes on 2 CPU cores) and checks what the study must show
-even at this scale: every table and figure is produced, fine-tuning beats the untuned base model on
-every mini evaluation, negative samples raise the Agent-H score, and a second run has nothing to do.
+It runs the real Snakefile end to end (minutes on 2 CPU cores; one run per pytest process, shared with
+tests/test_determinism.py through tests/dag_runs.py) and checks what the study must show even at this
+scale: every table and figure is produced, fine-tuning beats the untuned base model on every mini
+evaluation, negative samples raise the Agent-H score, and a second run has nothing to do.
 Set AGENTFLAN_SKIP_DAG=1 to skip it locally.
 """
 import csv
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
+import dag_runs  # tests/ is on sys.path (pytest's default "prepend" import mode)
+
 HEADLINE = {"teval": "overall", "agenth": "h_score", "hotpotqa": "reward", "mmlu": "accuracy",
             "gsm8k": "accuracy", "humaneval": "pass@1"}
 
 pytestmark = pytest.mark.skipif(os.environ.get("AGENTFLAN_SKIP_DAG") == "1", reason="AGENTFLAN_SKIP_DAG=1")
 
 
-def smoke_config(workdir: Path) -> Path:
-    config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
-    config["run"] = "smoke"
-    main = config["models"]["main_size"]
-    config["models"]["sizes"] = {main: config["models"]["sizes"][main]}
-    config.setdefault("ablations", {})["fractions"] = [0.25]
-    config["tables_dir"] = str(workdir / "paper_tables")
-    config["figures_dir"] = str(workdir / "figures")
-    path = workdir / "smoke.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
-
-
-def snakemake(workdir: Path, cfg: Path, *extra: str) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--directory", str(workdir),
-           "--cores", "2", "--configfile", str(cfg), *extra]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=1500)
-
-
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("dag")
-    cfg = smoke_config(workdir)
-    proc = snakemake(workdir, cfg)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
-    return workdir, cfg
+    """The one reference run of this pytest process (tests/dag_runs.py; test_determinism reuses it)."""
+    return dag_runs.reference_run(tmp_path_factory)
 
 
 def _scores(workdir: Path) -> dict:
@@ -86,6 +63,6 @@ def test_negative_samples_raise_agent_h(smoke_run):
 
 def test_second_run_has_nothing_to_do(smoke_run):
     workdir, cfg = smoke_run
-    proc = snakemake(workdir, cfg, "-n")
+    proc = dag_runs.snakemake(workdir, cfg, "-n")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Nothing to be done" in proc.stdout + proc.stderr

@@ -253,19 +253,30 @@ def effective_state(torch) -> dict:
 
 
 class _AfterTorchImport(importlib.abc.MetaPathFinder):
-    """One-shot import hook: run :func:`configure_torch` right after ``import torch`` completes."""
+    """Import hook: run :func:`configure_torch` right after ``import torch`` has completed. It stays
+    until torch is actually executed (``importlib.util.find_spec("torch")``, as transformers calls it,
+    only looks), then removes itself."""
 
     def find_spec(self, fullname, path, target=None):
         if fullname != "torch":
             return None
-        sys.meta_path.remove(self)
-        spec = importlib.util.find_spec("torch")
-        if spec is None or spec.loader is None:
+        for finder in sys.meta_path:
+            if finder is self or not hasattr(finder, "find_spec"):
+                continue
+            spec = finder.find_spec(fullname, path, target)
+            if spec is not None:
+                break
+        else:
+            return None
+        if spec.loader is None:
             return spec
         exec_module = spec.loader.exec_module
+        hook = self
 
         def exec_then_configure(module):
             exec_module(module)
+            if hook in sys.meta_path:
+                sys.meta_path.remove(hook)
             configure_torch(module)
 
         spec.loader.exec_module = exec_then_configure

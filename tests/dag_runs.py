@@ -1,0 +1,266 @@
+"""Real Snakemake runs of the reduced smoke config, shared by the test files of one pytest process.
+
+Each run takes minutes on 2 CPU cores, so :func:`reference_run` (the plain run) and
+:func:`other_machine_run` (a second run from scratch, in another directory, under an environment that
+emulates another machine, SIGKILLed and rerun at four points) are each made once per process and
+cached here; tests/test_dag.py and tests/test_determinism.py assert on the same runs.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import signal
+import struct
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+RUN = "smoke"
+TIMEOUT_S = 1800
+_CACHE: dict[str, object] = {}
+
+# What another x86-64 machine looks like to torch, MKL and oneDNN: other dispatch levels, another
+# thread count, another temporary directory (the working directory differs as well).
+OTHER_MACHINE_ENV = {"ATEN_CPU_CAPABILITY": "default", "MKL_ENABLE_INSTRUCTIONS": "SSE4_2", "MKL_CBWR": "AUTO",
+                     "ONEDNN_MAX_CPU_ISA": "SSE41", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+# Kill points of the second run, in DAG order: (phase, which running job's output marks it).
+KILL_PHASES = ("data", "train", "generate", "report")
+
+
+def smoke_config(workdir: Path) -> Path:
+    """The embedded miniature at one model size and one data fraction; tables/figures inside workdir."""
+    config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    config["run"] = RUN
+    main = config["models"]["main_size"]
+    config["models"]["sizes"] = {main: config["models"]["sizes"][main]}
+    config.setdefault("ablations", {})["fractions"] = [0.25]
+    config["tables_dir"] = str(workdir / "paper_tables")
+    config["figures_dir"] = str(workdir / "figures")
+    path = workdir / "smoke.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def snakemake_cmd(workdir: Path, cfg: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--directory", str(workdir),
+            "--cores", "2", "--configfile", str(cfg), *extra]
+
+
+def _clean_env(extra: dict | None = None) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTFLAN_")}
+    env.update(extra or {})
+    return env
+
+
+def snakemake(workdir: Path, cfg: Path, *extra: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    # cwd=ROOT as for a user: the workflow profile (profiles/default: rerun-incomplete) applies.
+    return subprocess.run(snakemake_cmd(workdir, cfg, *extra), capture_output=True, text=True, timeout=TIMEOUT_S,
+                          cwd=ROOT, env=env if env is not None else _clean_env())
+
+
+def reference_run(tmp_path_factory) -> tuple[Path, Path]:
+    """The plain smoke run (made once per process): (workdir, config path)."""
+    if "reference" not in _CACHE:
+        workdir = tmp_path_factory.mktemp("dag")
+        cfg = smoke_config(workdir)
+        t0 = time.time()
+        proc = snakemake(workdir, cfg)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
+        print(f"[dag_runs] reference run: {time.time() - t0:.0f}s", file=sys.stderr)
+        _CACHE["reference"] = (workdir, cfg)
+    return _CACHE["reference"]
+
+
+# ----------------------------------------------------------------------------- artifacts
+def artifact_files(workdir: Path) -> dict[str, Path]:
+    """Every data/result artifact, table and figure of a run, by path relative to workdir. Left out:
+    logs and benchmarks (times), Snakemake's state, temporary files of atomic writes and training
+    checkpoints (neither is an output)."""
+    out = {}
+    for top in (f"data/{RUN}", f"results/{RUN}", "paper_tables", "figures"):
+        base = workdir / top
+        if not base.exists():
+            continue
+        for p in sorted(base.rglob("*")):
+            rel = p.relative_to(workdir)
+            if not p.is_file() or any(part.startswith(".") or part.endswith(".tmp") for part in rel.parts):
+                continue
+            if rel.parts[:3] == ("results", RUN, "checkpoints"):
+                continue
+            out[str(rel)] = p
+    return out
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def digests(workdir: Path) -> dict[str, str]:
+    return {rel: sha256(p) for rel, p in artifact_files(workdir).items()}
+
+
+def malformed(path: Path) -> str | None:
+    """Why ``path`` looks half-written (None if it is whole): JSON, JSON lines, safetensors and PNG
+    files are checked structurally."""
+    data = path.read_bytes()
+    name = path.name
+    try:
+        if name.endswith(".jsonl"):
+            if data and not data.endswith(b"\n"):
+                return "JSON lines file does not end with a newline"
+            for line in data.decode("utf-8").splitlines():
+                if line.strip():
+                    json.loads(line)
+        elif name.endswith(".json"):
+            json.loads(data.decode("utf-8"))
+        elif name.endswith(".safetensors"):
+            if len(data) < 8:
+                return "shorter than a safetensors header"
+            (n,) = struct.unpack("<Q", data[:8])
+            header = json.loads(data[8:8 + n].decode("utf-8"))
+            end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
+            if 8 + n + end != len(data):
+                return f"safetensors size {len(data)} != header {8 + n + end}"
+        elif name.endswith(".png"):
+            if not (data.startswith(b"\x89PNG\r\n\x1a\n") and data.endswith(b"IEND\xaeB`\x82")):
+                return "PNG without signature or IEND chunk"
+    except (ValueError, UnicodeDecodeError, KeyError, TypeError, IndexError) as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+# ----------------------------------------------------------------------------- the second run
+def running_outputs(workdir: Path) -> list[str]:
+    """Outputs of the jobs Snakemake has running now (its incomplete markers, base64 file names)."""
+    inc = workdir / ".snakemake" / "incomplete"
+    out = []
+    if not inc.exists():
+        return out
+    for p in inc.rglob("*"):
+        if not p.is_file():
+            continue
+        rel = p.relative_to(inc).parts
+        b64 = "".join(s.lstrip("@") for s in rel)
+        try:
+            out.append(base64.urlsafe_b64decode(b64.encode()).decode())
+        except (ValueError, UnicodeDecodeError):
+            continue
+    return out
+
+
+def _phase_running(workdir: Path, phase: str) -> str | None:
+    """The output that shows ``phase`` under way now, or None."""
+    tables, figures = str(workdir / "paper_tables"), str(workdir / "figures")
+    for out in running_outputs(workdir):
+        path = out if os.path.isabs(out) else str(workdir / out)
+        rel = os.path.relpath(path, workdir)
+        if phase == "data" and rel.startswith(f"data/{RUN}/"):
+            return rel
+        if phase == "train" and rel.startswith(f"results/{RUN}/train/") and rel.endswith("metrics.jsonl"):
+            model = rel.split("/")[3]
+            log = workdir / "logs" / RUN / "train" / f"{model}.log"
+            # a training step has been logged (tqdm progress): the job is mid-training
+            if log.exists() and any(s in log.read_text(errors="replace") for s in ("it/s]", "s/it]")):
+                return rel
+        if phase == "generate" and rel.startswith(f"results/{RUN}/eval/") and rel.endswith(".predictions.jsonl"):
+            return rel
+        if phase == "report" and (path.startswith(tables) or path.startswith(figures)):
+            return rel
+    return None
+
+
+def _our_leftovers(workdir: Path) -> list[int]:
+    """Processes still running in workdir after the kill (jobs that left the process group)."""
+    pids = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                if os.readlink(d / "cwd").startswith(str(workdir)):
+                    pids.append(int(d.name))
+            except OSError:
+                continue
+    return pids
+
+
+@dataclass
+class Kill:
+    phase: str
+    running: str | None  # the output being produced when the kill came (None: phase never seen)
+    seconds: float
+    malformed: dict = field(default_factory=dict)  # artifact -> why it is half-written
+    leftovers: list = field(default_factory=list)
+
+
+@dataclass
+class OtherMachineRun:
+    workdir: Path
+    cfg: Path
+    kills: list
+    reruns: int
+    returncode: int
+    tail: str
+
+
+def other_machine_run(tmp_path_factory) -> OtherMachineRun:
+    """The same config from scratch in another (longer) directory under OTHER_MACHINE_ENV and another
+    TMPDIR; the whole Snakemake process group is SIGKILLed once in each of KILL_PHASES, and the same
+    command is rerun (after ``--unlock``) until it completes."""
+    if "other" in _CACHE:
+        return _CACHE["other"]
+    workdir = tmp_path_factory.mktemp("another-machine-with-a-longer-working-directory-path")
+    tmpdir = tmp_path_factory.mktemp("other-tmpdir")
+    cfg = smoke_config(workdir)
+    env = _clean_env({**OTHER_MACHINE_ENV, "TMPDIR": str(tmpdir)})
+    kills, reruns, deadline = [], 0, time.time() + 2 * TIMEOUT_S
+    phases = list(KILL_PHASES)
+    proc = None
+    while True:
+        if reruns:
+            subprocess.run(snakemake_cmd(workdir, cfg, "--unlock"), cwd=ROOT, env=env, capture_output=True,
+                           timeout=300)
+        log = open(workdir / f"snakemake-{reruns}.out", "w")
+        proc = subprocess.Popen(snakemake_cmd(workdir, cfg), cwd=ROOT, env=env, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+        t0 = time.time()
+        killed = False
+        while proc.poll() is None and time.time() < deadline:
+            if phases:
+                hit = _phase_running(workdir, phases[0])
+                if hit:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait()
+                    time.sleep(0.5)
+                    leftovers = _our_leftovers(workdir)
+                    for pid in leftovers:
+                        try:
+                            os.kill(pid, signal.SIGKILL)
+                        except ProcessLookupError:
+                            pass
+                    bad = {rel: why for rel, p in artifact_files(workdir).items() if (why := malformed(p))}
+                    kills.append(Kill(phases.pop(0), hit, round(time.time() - t0, 1), bad, leftovers))
+                    killed = True
+                    break
+            time.sleep(0.05)
+        log.close()
+        if proc.poll() is None:  # deadline
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            break
+        if not killed:
+            break  # completed, failed or out of time: reported as it is
+        reruns += 1
+    kills += [Kill(ph, None, 0.0) for ph in phases]
+    tail = (workdir / f"snakemake-{reruns}.out").read_text(errors="replace")[-4000:]
+    _CACHE["other"] = OtherMachineRun(workdir, cfg, kills, reruns, proc.returncode, tail)
+    return _CACHE["other"]
