@@ -80,10 +80,54 @@ def test_loader_items(caplog):
 def test_loader_selection_and_strict():
     a = registry.load_items("agenth", RAW, {"max_samples": 3, "seed": 7})
     b = registry.load_items("agenth", RAW, {"max_samples": 3, "seed": 7})
-    assert [i["id"] for i in a] == [i["id"] for i in b] and len(a) == 3
+    assert [i["id"] for i in a] == [i["id"] for i in b] == ["agenth/1", "agenth/2", "agenth/3"]
     assert [i["meta"]["index"] for i in a] == sorted(i["meta"]["index"] for i in a)
+    assert [i["id"] for i in registry.load_items("agenth", RAW, {"max_samples": 3, "seed": 1})] \
+        != ["agenth/1", "agenth/2", "agenth/3"]
     with pytest.raises(DataError, match=r"glaive-function-calling-v2\.json.*index 5.*no USER"):
         registry.load_items("agenth", RAW, {"strict": True})
+
+
+def test_selection_is_seeded_and_stable():
+    # the paper preset's draw: 1,845 of glaive's 112,960 records (all eligible in the real file
+    # or not, the draw is over positions of the eligible ones); pinned so that a change of the
+    # sampling code (or of Python's random) is caught
+    assert agenth.select(112960, 8, 0) == [5306, 33936, 50494, 55125, 63691, 67013, 99346, 110680]
+    full = agenth.select(112960, 1845, 0)
+    assert len(full) == len(set(full)) == 1845 and full == sorted(full) and full[:8] != list(range(8))
+    assert agenth.select(112960, 1845, 0) == full and agenth.select(112960, 1845, 1) != full
+    assert agenth.select(5, None, 0) == agenth.select(5, 9, 0) == [0, 1, 2, 3, 4]
+    with pytest.raises(ValueError, match="max_samples"):
+        agenth.select(5, -1, 0)
+
+
+def test_prompt_variants():
+    by = {p: {it["id"]: it for it in registry.load_items("agenth", RAW, {"prompt": p})}
+          for p in agenth.PROMPTS}
+    movie = {p: by[p]["agenth/0"]["messages"][0]["content"] for p in agenth.PROMPTS}
+    # react: the package's ReAct tool prompt (format instruction with the FinalAnswer action)
+    assert movie["react"].startswith(prompts.TOOL_PREAMBLE) and prompts.ACTION_INPUT in movie["react"]
+    assert prompts.FINISH_ACTION in movie["react"]
+    # tools: the same tool list, no scaffold
+    assert movie["tools"].startswith(prompts.TOOL_PREAMBLE) and "get_movie_details" in movie["tools"]
+    assert prompts.ACTION_INPUT not in movie["tools"] and prompts.FINISH_ACTION not in movie["tools"]
+    # glaive: the record's own system text, without the role label
+    raw = json.loads((RAW / agenth.REPO / agenth.FILE).read_text())
+    assert movie["glaive"] == raw[0]["system"][len("SYSTEM: "):].strip()
+    assert movie["glaive"].startswith("You are a helpful assistant with access to the following functions.")
+    assert by["glaive"]["agenth/2"]["messages"][0]["content"] == \
+        "You are a helpful assistant, with no access to external functions."
+    assert by["react"]["agenth/2"]["messages"][0]["content"] == prompts.NO_TOOL_SYSTEM
+    assert by["tools"]["agenth/2"]["messages"][0]["content"] == prompts.NO_TOOL_SYSTEM
+    for p in agenth.PROMPTS:    # only the system turn differs
+        assert [it["messages"][1] for it in by[p].values()] == \
+            [it["messages"][1] for it in by["react"].values()]
+        assert {it["meta"]["prompt"] for it in by[p].values()} == {p}
+    assert registry.load_items("agenth", RAW, {}) == list(by["react"].values())    # the default
+    with pytest.raises(ValueError, match="prompt 'chat'"):
+        registry.load_items("agenth", RAW, {"prompt": "chat"})
+    with pytest.raises(ValueError, match="react_keywords"):
+        registry.load_items("agenth", RAW, {"react_keywords": ["Thought:"]})
 
 
 def test_loader_malformed(tmp_path):
@@ -97,43 +141,86 @@ def test_loader_malformed(tmp_path):
         registry.load_items("agenth", tmp_path, {})
 
 
+# One general-truth sample (no tool needed) answered in every way the docs distinguish.
+GENERAL_CASES = [
+    # (reply, ReAct-format hallucination, general-format hallucination)
+    ("I'm sorry, I can't book tickets. You can call the cinema directly.", False, False),
+    ("Sure! I will use my knowledge: why did the chicken cross the road?", False, False),
+    ("Thought: I can answer directly.\nAction: FinalAnswer\nAction Input: {\"answer\": \"Hello!\"}",
+     False, False),                                            # obeys the ReAct prompt
+    ("Thought: done\nAction: Final Answer\nAction Input: {}", False, False),
+    ("Transaction: done. Thought: nothing to call.", False, False),
+    ('Here is a function schema: {"name": "get_news", "description": "x", "parameters": {}}',
+     False, False),
+    ('The answer is {"answer": "Paris"}.', False, False),
+    ("Thought: I should use get_movie_details\nAction: get_movie_details\nAction Input: {}",
+     True, False),                                             # ReAct tool call
+    ("  Action: `search_web`\nAction Input: {\"q\": \"x\"}", True, False),
+    ('<functioncall> {"name": "get_news", "arguments": \'{}\'}', False, True),
+    ('```json\n{"name": "get_news", "parameters": {"topic": "sport"}}\n```', False, True),
+    ('{"thought": "x", "function_call": {"name": "f", "arguments": "{}"}}', False, True),
+    ("I will use get_weather to get the weather in Paris.", False, True),
+    ("I need to call the `lookup` tool.", False, False),       # not a listed function, no `_`
+    ("I need to call get_movie_details first.", False, True),
+    ("Let me invoke the book_ticket API.", False, True),
+]
+
+
+@pytest.mark.parametrize("reply,react,general", GENERAL_CASES)
+def test_hallucination_semantics(reply, react, general):
+    items = [{"id": "g", "reference": {"type": "general"},
+              "meta": {"has_tools": True, "tools": ["get_movie_details"]}}]
+    m, rows = agenth.score(items, {"g": reply}, {})
+    assert rows[0]["react_hallucination"] is react
+    assert rows[0]["general_hallucination"] is general
+    assert m["h_react"] == (100.0 if react else 0.0) and m["h_general"] == (100.0 if general else 0.0)
+
+
+def test_listed_function_names_count_in_prose():
+    items = [{"id": "g", "reference": {"type": "general"}, "meta": {"has_tools": True, "tools": ["lookup"]}}]
+    assert agenth.score(items, {"g": "I need to call the `lookup` tool."}, {})[0]["h_general"] == 100.0
+
+
+def test_finish_actions_configurable():
+    items = [{"id": "g", "reference": {"type": "general"}}]
+    reply = "Thought: t\nAction: Respond\nAction Input: {}"
+    assert agenth.score(items, {"g": reply}, {})[0]["h_react"] == 100.0
+    assert agenth.score(items, {"g": reply}, {"finish_actions": ["Respond"]})[0]["h_react"] == 0.0
+    with pytest.raises(ValueError, match="finish_actions"):
+        agenth.score(items, {"g": reply}, {"finish_actions": "Respond"})
+
+
 PREDS = {
+    # general-truth samples
     "agenth/0": "Thought: I should use get_movie_details\nAction: get_movie_details\nAction Input: {}",
     "agenth/2": "Sure! I will use my knowledge: why did the chicken cross the road?",
-    "agenth/4": "How long should the password be?",
+    "agenth/4": "Thought: I need the length.\nAction: FinalAnswer\nAction Input: "
+                "{\"answer\": \"How long should the password be?\"}",
+    # tool-truth samples
     "agenth/1": "Thought: compute\nAction: calculate_factorial\nAction Input: {\"number\": 5}",
     "agenth/3": "<functioncall> {\"name\": \"get_news\"}",
     "agenth/6": "Your text sounds positive.",
 }
 
 
-def test_score_counts():
+def test_score_counts_and_denominators():
     items = registry.load_items("agenth", RAW, {})
     m, rows = registry.score("agenth", items, [{"id": k, "prediction": v} for k, v in PREDS.items()], {})
-    assert m["n_general"] == 3 and m["n_tool"] == 3
-    assert m["h_react"] == pytest.approx(100 / 3)
-    assert m["h_general"] == pytest.approx(100 / 3)
-    assert m["h_score"] == pytest.approx(0.5 * ((100 - 100 / 3) + (100 - 100 / 3)))
+    # denominators: 3 general-truth samples (2 with functions: 0 and 4; 1 without: 2), 3 tool-truth
+    assert (m["n"], m["n_general"], m["n_tool"]) == (6.0, 3.0, 3.0)
+    assert (m["n_general_with_tools"], m["n_general_no_tools"], m["n_with_tools"]) == (2.0, 1.0, 5.0)
+    assert m["h_react"] == pytest.approx(100 / 3)           # only agenth/0 calls a tool
+    assert m["h_general"] == 0.0                            # "I will use my knowledge" is no call
+    assert m["h_score"] == pytest.approx(0.5 * ((100 - 100 / 3) + 100))
     assert m["tool_call_rate"] == pytest.approx(200 / 3)
     r = {row["id"]: row for row in rows}
     assert r["agenth/0"]["react_hallucination"] and not r["agenth/0"]["general_hallucination"]
-    assert r["agenth/2"]["general_hallucination"] and r["agenth/2"]["general_match"] == "I will use"
-    assert not r["agenth/4"]["react_hallucination"]
-
-
-def test_keywords_configurable_and_boundaries():
-    items = [{"id": "g", "reference": {"type": "general"}}]
-    # "Transaction:" must not count as "Action:"; general markers are case-insensitive by default
-    m, _ = agenth.score(items, {"g": "Transaction: done. i WILL USE nothing"}, {})
-    assert m["h_react"] == 0.0 and m["h_general"] == 100.0
-    m, _ = agenth.score(items, {"g": "thought: lower case"}, {})
-    assert m["h_react"] == 0.0                      # ReAct markers case-sensitive by default
-    m, _ = agenth.score(items, {"g": "thought: lower case"}, {"react_case_sensitive": False})
-    assert m["h_react"] == 100.0
-    m, _ = agenth.score(items, {"g": "Let me search"}, {"general_keywords": ["let me search"]})
-    assert m["h_general"] == 100.0
+    assert r["agenth/0"]["react_call"] == "Action: get_movie_details"
+    assert not r["agenth/2"]["general_hallucination"] and not r["agenth/4"]["react_hallucination"]
+    assert r["agenth/3"]["tool_call_detected"] and not r["agenth/6"]["tool_call_detected"]
 
 
 def test_no_general_samples_gives_null():
     m, _ = agenth.score([{"id": "t", "reference": {"type": "tool"}}], {"t": "x"}, {})
     assert m["h_score"] is None and m["tool_call_rate"] == 0.0
+    assert m["n_general"] == 0.0 and m["n_tool"] == 1.0
