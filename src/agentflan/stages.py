@@ -5,11 +5,15 @@ Run one by hand with ``python -m agentflan.cli <stage> --params '<json>'``.
 """
 from __future__ import annotations
 
+import contextvars
+import functools
+import inspect
 import json
 import logging
 import shutil
 from pathlib import Path
 
+from . import provenance as prov
 from .download import AGENTFLAN_STEMS
 from .io import DataError, read_json, read_jsonl, write_json, write_jsonl, write_text
 
@@ -26,6 +30,42 @@ SOURCE_REPOS = {
     "humaneval": "openai/openai_humaneval",
     "pretrain": "miniworld/pretrain",
 }
+
+# ----------------------------------------------------------------------------- provenance
+# Every result a stage writes carries a stamp (agentflan.provenance, docs/CONTRACTS.md "Provenance"):
+# JSON results a top-level "provenance" object, JSONL and CSV results a <file>.provenance.json
+# sidecar. The config subset is the stage's own parameters minus the paths (bound on entry by
+# @_stamped, so a direct call from Python records the same as the cli).
+_PARAMS: contextvars.ContextVar[dict | None] = contextvars.ContextVar("agentflan_stage_params", default=None)
+
+
+def _stamped(fn):
+    sig = inspect.signature(fn)
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        bound = sig.bind(*args, **kwargs)
+        bound.apply_defaults()
+        params = json.loads(json.dumps(dict(bound.arguments), sort_keys=True, default=str))
+        token = _PARAMS.set(params)
+        try:
+            prov.log_revision(f"[{fn.__name__}]")
+            return fn(*args, **kwargs)
+        finally:
+            _PARAMS.reset(token)
+    return wrapper
+
+
+def _prov(*inputs) -> dict:
+    """The stamp of an output of the running stage, from its parameters and these input paths."""
+    params = _PARAMS.get()
+    if params is None:
+        raise RuntimeError("stages._prov outside a @_stamped stage function")
+    return prov.stamp(prov.config_subset(params), inputs)
+
+
+def _with_prov(obj: dict, st: dict) -> dict:
+    return {**obj, "provenance": st}
 
 
 # ----------------------------------------------------------------------------- data
@@ -61,6 +101,7 @@ def convert(raw_dir: str, out_dir: str) -> None:
     convert_release({stem: files[stem] for stem in AGENTFLAN_STEMS}, Path(out_dir))
 
 
+@_stamped
 def sharegpt(raw_dir: str, out: str, stats: str, english_only: bool, max_conversations: int | None,
              seed: int) -> None:
     from .sharegpt import load_sharegpt_with_stats
@@ -69,16 +110,21 @@ def sharegpt(raw_dir: str, out: str, stats: str, english_only: bool, max_convers
                                            max_conversations=max_conversations, seed=seed)
     for r in records:
         r["task"] = "general"
+    stamp = _prov(path)
     write_jsonl(out, records)
-    write_json(stats, st)
+    prov.write_sidecar(out, stamp)
+    write_json(stats, _with_prov(st, stamp))
 
 
+@_stamped
 def eval_items(benchmark: str, raw_dir: str, options: dict, out: str) -> None:
     from .evaluation.registry import load_items
     items = load_items(benchmark, Path(raw_dir), options)
     if not items:
         raise DataError(raw_dir, f"benchmark {benchmark!r} produced no evaluation item")
     write_jsonl(out, items)
+    repo = SOURCE_REPOS.get({"agenth": "glaive"}.get(benchmark, benchmark))
+    prov.write_sidecar(out, _prov(Path(raw_dir) / repo if repo else None))
 
 
 def _corpus_texts(converted_dir: str, sharegpt_path: str, pretrain_path: str | None):
@@ -120,30 +166,46 @@ def _load_converted(converted_dir: str) -> dict[str, list[dict]]:
 
 
 def card(converted_dir: str, sharegpt_path: str, tokenizer_dir: str, max_length: int, out_json: str,
-         out_md: str, provenance: dict) -> None:
+         out_md: str, provenance: dict, token_counts: str | None = None) -> None:
     from .convert import build_card, load_skipped
-    from .modeling import load_tokenizer
-    from .template import SegmentTokenizer
+    from .tokcache import LazyTemplateTokenizer, load_for
     converted = _load_converted(converted_dir)
     converted["sharegpt"] = read_jsonl(sharegpt_path)
-    build_card(converted, SegmentTokenizer(load_tokenizer(tokenizer_dir)), max_length, Path(out_json),
-               Path(out_md), provenance, skipped=load_skipped(Path(converted_dir)))
+    counts = load_for(token_counts, tokenizer_dir, max_length)
+    build_card(converted, LazyTemplateTokenizer(tokenizer_dir), max_length, Path(out_json),
+               Path(out_md), provenance, skipped=load_skipped(Path(converted_dir)), counts=counts)
+    if counts is not None:
+        print(f"[card] token counts from {token_counts}; {counts.fallbacks} records tokenised again")
 
 
+def token_counts(converted_dir: str, sharegpt_path: str, tokenizer_dir: str, max_length: int, out: str) -> None:
+    """Tokenise every converted and ShareGPT record once; per-turn counts for stats and card."""
+    from .tokcache import build
+    converted = _load_converted(converted_dir)
+    records = [r for stem in sorted(converted) for r in converted[stem]] + read_jsonl(sharegpt_path)
+    print(f"[token_counts] {build(records, tokenizer_dir, max_length, out)}")
+
+
+@_stamped
 def ablation(dataset_id: str, spec: dict, converted_dir: str, sharegpt_path: str, tokenizer_dir: str,
              max_length: int, seed: int, capability_mode: str, sharegpt_mode: str, sharegpt_ratio: float,
-             audit_samples: int, out_data: str, out_stats: str, out_audit: str) -> None:
+             audit_samples: int, out_data: str, out_stats: str, out_audit: str,
+             token_counts: str | None = None) -> None:
     from .ablations import audit_dump, build_dataset, dataset_stats
-    from .modeling import load_tokenizer
-    from .template import SegmentTokenizer
+    from .tokcache import LazyTemplateTokenizer, load_for
+    counts = load_for(token_counts, tokenizer_dir, max_length)
     records = build_dataset(spec, _load_converted(converted_dir), read_jsonl(sharegpt_path), seed=seed,
                             capability_mode=capability_mode, sharegpt_mode=sharegpt_mode,
                             sharegpt_ratio=sharegpt_ratio)
-    stats = dataset_stats(records, SegmentTokenizer(load_tokenizer(tokenizer_dir)), max_length)
+    stats = dataset_stats(records, LazyTemplateTokenizer(tokenizer_dir), max_length, counts=counts)
+    if counts is not None:
+        print(f"[ablation] token counts from {token_counts}; {counts.fallbacks} records tokenised again")
     stats.update({"dataset_id": dataset_id, "spec": spec, "capability_mode": capability_mode,
                   "sharegpt_mode": sharegpt_mode, "seed": seed})
+    stamp = _prov(converted_dir, sharegpt_path, tokenizer_dir)
     write_jsonl(out_data, records)
-    write_json(out_stats, stats)
+    prov.write_sidecar(out_data, stamp)
+    write_json(out_stats, _with_prov(stats, stamp))
     write_text(out_audit, audit_dump(records, audit_samples, dataset_id))
 
 
@@ -154,16 +216,22 @@ def init_model(arch: dict, tokenizer_dir: str, seed: int, out_dir: str) -> None:
     print(f"[init] {out_dir}: {n} parameters")
 
 
+@_stamped
 def train(base_model: str, data: str, out_dir: str, metrics: str, config_out: str, recipe: dict,
           model_id: str, checkpoint_dir: str, threads: int, probe_out: str | None = None) -> None:
     from .train import train as run_train
-    run_train(base_model=base_model, data_path=Path(data), out_dir=Path(out_dir), metrics_path=Path(metrics),
-              config_path=Path(config_out), recipe=recipe, model_id=model_id,
-              checkpoint_dir=Path(checkpoint_dir), threads=threads,
-              probe_out=Path(probe_out) if probe_out else None)
+    effective = run_train(base_model=base_model, data_path=Path(data), out_dir=Path(out_dir),
+                          metrics_path=Path(metrics), config_path=Path(config_out), recipe=recipe,
+                          model_id=model_id, checkpoint_dir=Path(checkpoint_dir), threads=threads,
+                          probe_out=Path(probe_out) if probe_out else None)
+    if effective:   # the main process (the others return {}): stamp train_config.json and metrics
+        stamp = _prov(base_model, data)
+        write_json(config_out, _with_prov(effective, stamp))
+        prov.write_sidecar(metrics, stamp)
 
 
 # ----------------------------------------------------------------------------- evaluation
+@_stamped
 def generate(model: str, items: dict, out: dict, generation: dict, options: dict, threads: int,
              backend: dict | None = None) -> None:
     """Generate every benchmark's predictions with one loaded model (HotpotQA: multi-step episodes).
@@ -237,6 +305,7 @@ def generate(model: str, items: dict, out: dict, generation: dict, options: dict
             except message_errors as exc:       # a message the chat API cannot take
                 raise DataError(items[benchmark], str(exc)) from None
         write_jsonl(out[benchmark], preds)
+        prov.write_sidecar(out[benchmark], _prov(items[benchmark], model if kind == "local" else None))
         resumed, generated, secs = gen.resumed - r0, gen.generated - g0, time.monotonic() - t0
         if kind == "api":
             write_run_record(out[benchmark], gen, rlog, n=len(preds), requests=gen.requests - http0[0],
@@ -250,17 +319,22 @@ def generate(model: str, items: dict, out: dict, generation: dict, options: dict
         print(f"[generate] {gen.truncated_prompts} prompts were cut to max_prompt_length (from the left)")
 
 
+@_stamped
 def score(model_id: str, items: dict, predictions: dict, options: dict, out: dict, per_sample: dict) -> None:
     """Score every benchmark's predictions (never re-generates)."""
     from .evaluation.registry import score as run_score
     for benchmark in sorted(items):
         metrics, rows = run_score(benchmark, read_jsonl(items[benchmark]), read_jsonl(predictions[benchmark]),
                                   options.get(benchmark, {}))
-        write_json(out[benchmark], {"benchmark": benchmark, "model_id": model_id, "n": len(rows), "metrics": metrics})
+        stamp = _prov(items[benchmark], predictions[benchmark])
+        write_json(out[benchmark], {"benchmark": benchmark, "model_id": model_id, "n": len(rows), "metrics": metrics,
+                                    "provenance": stamp})
         write_jsonl(per_sample[benchmark], rows)
+        prov.write_sidecar(per_sample[benchmark], stamp)
 
 
 # ----------------------------------------------------------------------------- summaries
+@_stamped
 def summarize(scores: list[str], models: dict, ablation_stats: list[str], metrics: list[str],
               train_configs: list[str], card_json: str, experiments: dict, example_source: dict,
               out_dir: str) -> None:
@@ -276,7 +350,8 @@ def summarize(scores: list[str], models: dict, ablation_stats: list[str], metric
             if value is None or isinstance(value, (int, float)):
                 rows.append({"model_id": s["model_id"], "benchmark": s["benchmark"], "metric": metric,
                              "value": value})
-    _write_csv(pd.DataFrame(rows, columns=["model_id", "benchmark", "metric", "value"]), out / "scores.csv")
+    _write_csv(pd.DataFrame(rows, columns=["model_id", "benchmark", "metric", "value"]), out / "scores.csv",
+               *sorted(scores))
     _write_csv(pd.DataFrame([{"model_id": k, **v} for k, v in sorted(models.items())]), out / "models.csv")
     st_rows = []
     for path in sorted(ablation_stats):
@@ -286,7 +361,7 @@ def summarize(scores: list[str], models: dict, ablation_stats: list[str], metric
                         "tokens_total": st["tokens_total"], "tokens_trained": st["tokens_trained"],
                         **{f"tokens_trained_{c}": caps[c] for c in caps},
                         **{f"case_{c}": st["cases"][c] for c in "abcd"}})
-    _write_csv(pd.DataFrame(st_rows), out / "ablation_stats.csv")
+    _write_csv(pd.DataFrame(st_rows), out / "ablation_stats.csv", *sorted(ablation_stats))
     curves = []
     for path in sorted(metrics):
         model_id = Path(path).parent.name
@@ -295,7 +370,8 @@ def summarize(scores: list[str], models: dict, ablation_stats: list[str], metric
             for key, value in sorted(row.items()):
                 if key.startswith("loss_"):
                     curves.append({"model_id": model_id, "step": row["step"], "category": key[5:], "loss": value})
-    _write_csv(pd.DataFrame(curves, columns=["model_id", "step", "category", "loss"]), out / "train_curves.csv")
+    _write_csv(pd.DataFrame(curves, columns=["model_id", "step", "category", "loss"]), out / "train_curves.csv",
+               *sorted(metrics))
     cfg_rows = []
     for path in sorted(train_configs):
         c = read_json(path)
@@ -304,10 +380,16 @@ def summarize(scores: list[str], models: dict, ablation_stats: list[str], metric
                          "warmup_ratio": c["warmup_ratio"], "lr_scheduler": c["lr_scheduler"],
                          "batch_size": c["batch_size"], "epochs": c["epochs"], "devices": c["devices"],
                          "max_length": c["max_length"], "method": c["method"], "steps": c["steps"]})
-    _write_csv(pd.DataFrame(cfg_rows), out / "train_config.csv")
+    _write_csv(pd.DataFrame(cfg_rows), out / "train_config.csv", *sorted(train_configs))
+    # The JSON summaries keep their layout (a copy of the data card, the experiments as configured):
+    # their provenance is a sidecar as well, like every file of the summary directory.
     shutil.copyfile(card_json, out / "data_card.json")
+    prov.write_sidecar(out / "data_card.json", _prov(card_json))
     write_json(out / "experiments.json", experiments)
+    prov.write_sidecar(out / "experiments.json", _prov())
     write_json(out / "examples.json", _examples(**example_source))
+    prov.write_sidecar(out / "examples.json", _prov(*(example_source[k] for k in sorted(example_source)
+                                                      if k.endswith("_path"))))
 
 
 def _examples(react_path: str, chat_path: str, scan: int = 200, fallback_react: int = 50,
@@ -358,10 +440,12 @@ def _examples(react_path: str, chat_path: str, scan: int = 200, fallback_react: 
             "similarity": round(sim, 4)}
 
 
-def _write_csv(df, path: Path) -> None:
+def _write_csv(df, path: Path, *inputs) -> None:
+    """Write ``df`` and its provenance sidecar (inputs: the files it was collected from)."""
     from .io import atomic_open
     with atomic_open(path) as fh:
         df.to_csv(fh, index=False, float_format="%.6g", lineterminator="\n")
+    prov.write_sidecar(path, _prov(*inputs))
 
 
 # ----------------------------------------------------------------------------- reporting
@@ -375,11 +459,17 @@ def figure(fig_id: str, summary_dir: str, reported: str, out_png: str) -> None:
     build_figure(fig_id, Path(summary_dir), Path(reported), Path(out_png))
 
 
+@_stamped
 def diff(summary_dir: str, reported: str, tables_dir: str, out_md: str, out_csv: str) -> None:
     from .reporting import build_diff
     build_diff(Path(summary_dir), Path(reported), Path(tables_dir), Path(out_md), Path(out_csv))
+    # Inputs: the summaries, the paper's numbers and the tables (never this job's own outputs).
+    stamp = _prov(summary_dir, reported, *sorted(Path(tables_dir).glob("table[0-9]*.csv")))
+    prov.write_sidecar(out_csv, stamp)
+    write_text(out_md, Path(out_md).read_text(encoding="utf-8").rstrip("\n") + "\n\n" + prov.footer(stamp) + "\n")
 
 
+@_stamped
 def decontaminate(converted_dir: str, sharegpt_path: str, eval_files: dict, ngram: int, action: str,
                   max_overlap_ratio: float, out_json: str, out_md: str) -> None:
     """n-gram overlap between training data and every evaluation set (warn or fail)."""
@@ -389,7 +479,8 @@ def decontaminate(converted_dir: str, sharegpt_path: str, eval_files: dict, ngra
     items = {b: read_jsonl(p) for b, p in sorted(eval_files.items())}
     report = decontam.check(train, items, n=ngram)
     warnings = decontam.enforce(report, action, max_overlap_ratio, out_md)
-    write_json(out_json, report)
+    write_json(out_json, _with_prov(report, _prov(converted_dir, sharegpt_path,
+                                                  *(eval_files[b] for b in sorted(eval_files)))))
     write_text(out_md, decontam.render_md(report, warnings))
     for w in warnings:
         print(f"[decontamination] WARNING {w}")

@@ -7,6 +7,7 @@ version string nor a timestamp. Same summaries -> same bytes.
 from __future__ import annotations
 
 import io as _io
+import json
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
+from .. import provenance as prov  # noqa: E402
 from ..io import DataError, atomic_open  # noqa: E402
 from . import reported as rep  # noqa: E402
 from .tables import METRICS, Summary, fmt_num  # noqa: E402
@@ -41,10 +43,18 @@ FIG5_MAX_TURNS = 9
 FIG5_WRAP = 62
 
 
-def _save(fig: Any, out_png: Path) -> None:
+#: PNG text chunk holding the provenance stamp (canonical JSON, ASCII).
+PNG_PROVENANCE_KEY = "agentflan-provenance"
+
+
+def _save(fig: Any, out_png: Path, stamp: dict | None = None) -> None:
     buf = _io.BytesIO()
     fig.tight_layout()
-    fig.savefig(buf, format="png", dpi=DPI, metadata={"Software": None})
+    metadata: dict[str, Any] = {"Software": None}
+    if stamp is not None:
+        metadata[PNG_PROVENANCE_KEY] = json.dumps(stamp, sort_keys=True, ensure_ascii=True,
+                                                  separators=(",", ":"))
+    fig.savefig(buf, format="png", dpi=DPI, metadata=metadata)
     plt.close(fig)
     with atomic_open(out_png, "wb", encoding=None) as fh:
         fh.write(buf.getvalue())
@@ -354,14 +364,16 @@ BUILDERS = {"fig1": _fig1, "fig2": _fig2, "fig3": _fig3, "fig4": _fig4,
 
 
 def build_figure(fig_id: str, summary_dir: Path, reported_path: Path, out_png: Path) -> None:
-    """Render one paper figure from the summaries into ``out_png``."""
+    """Render one paper figure from the summaries into ``out_png``; its provenance stamp (config
+    subset ``{"fig_id"}``, inputs: the summary files read and the paper's numbers) goes into the
+    PNG text chunk :data:`PNG_PROVENANCE_KEY`."""
     if fig_id not in BUILDERS:
         raise ValueError(f"unknown figure id {fig_id!r}; expected one of {FIGURE_IDS}")
     s = Summary(summary_dir)
     entries = rep.load_reported(reported_path)
     with matplotlib.rc_context(RC), sns.axes_style("whitegrid"):
         fig = BUILDERS[fig_id](s, entries)
-        _save(fig, Path(out_png))
+        _save(fig, Path(out_png), prov.stamp({"fig_id": fig_id}, s.inputs() + [Path(reported_path)]))
 
 
 __all__ = ["build_figure", "figure1_data", "FIGURE_IDS"]

@@ -26,6 +26,7 @@ import math
 from pathlib import Path
 from typing import Any, Callable
 
+from .. import provenance as prov
 from ..io import DataError, read_json, write_text
 from . import reported as rep
 
@@ -171,9 +172,15 @@ class Summary:
     def __init__(self, summary_dir: str | Path):
         self.dir = Path(summary_dir)
         self._cache: dict[str, Any] = {}
+        self.used: set[str] = set()     # the summary files asked for: a table's or figure's inputs
 
     def path(self, name: str) -> Path:
+        self.used.add(name)
         return self.dir / name
+
+    def inputs(self) -> list[Path]:
+        """The summary files read so far (for the provenance of what was built from them)."""
+        return [self.dir / name for name in sorted(self.used)]
 
     def _cached(self, key: str, fn: Callable[[], Any]) -> Any:
         if key not in self._cache:
@@ -334,6 +341,7 @@ class Table:
         self.rows: list[str] = []
         self.cells: dict[tuple[str, str], dict[str, str]] = {}
         self.footnotes: list[str] = []
+        self.inputs: list[Path] = []    # the files it was built from (set by make_table)
 
     def set(self, row: str, column: str, ours: str = "", paper: str = "", note: str = "",
             md: str | None = None) -> None:
@@ -807,15 +815,23 @@ def make_table(table_id: str, summary_dir: str | Path, reported_path: str | Path
         first = {"table5": "Model", "table6": "Source / task", "table4": "Model"}.get(table_id, "Method")
         md = _caption(s, table_id) + "\n" + _md_paired(t, first=first) \
             + _notes_md(t)
+    t.inputs = s.inputs() + [Path(reported_path)]
     return t, md
 
 
 def build_table(table_id: str, summary_dir: Path, reported_path: Path, out_csv: Path,
                 out_md: Path) -> None:
-    """Write ``out_csv`` (long form: row,column,ours,paper,note) and ``out_md`` for one table."""
+    """Write ``out_csv`` (long form: row,column,ours,paper,note) and ``out_md`` for one table.
+
+    Provenance (:mod:`agentflan.provenance`): the CSV gets the sidecar ``<out_csv>.provenance.json``,
+    the Markdown one footer line ``code <hash12> · config <hash12> · inputs <hash12>``; the config
+    subset is ``{"table_id"}`` (the job's parameters minus paths), the inputs are the summary files
+    the table read and the paper's numbers."""
     t, md = make_table(table_id, summary_dir, reported_path)
+    stamp = prov.stamp({"table_id": table_id}, t.inputs)
     write_text(out_csv, t.to_csv())
-    write_text(out_md, md)
+    prov.write_sidecar(out_csv, stamp)
+    write_text(out_md, md.rstrip("\n") + "\n\n" + prov.footer(stamp) + "\n")
 
 
 def read_table_csv(path: str | Path) -> dict[tuple[str, str], dict[str, str]]:
