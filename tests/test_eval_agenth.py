@@ -224,3 +224,34 @@ def test_no_general_samples_gives_null():
     m, _ = agenth.score([{"id": "t", "reference": {"type": "tool"}}], {"t": "x"}, {})
     assert m["h_score"] is None and m["tool_call_rate"] == 0.0
     assert m["n_general"] == 0.0 and m["n_tool"] == 1.0
+
+
+SUMMARY = Path(__file__).parent / "fixtures" / "summary"
+REPORTED = Path(__file__).resolve().parents[1] / "paper" / "paper_reported.yaml"
+if not REPORTED.exists():
+    REPORTED = Path(__file__).resolve().parents[2] / "shared" / "paper" / "paper_reported.yaml"
+
+
+def test_tables_carry_reconstruction_note_and_denominators(tmp_path):
+    """The score file's counts reach Table 1/3's notes through scores.csv (the summary)."""
+    import shutil
+
+    from agentflan.reporting.tables import make_table
+
+    d = tmp_path / "summary"
+    shutil.copytree(SUMMARY, d)
+    _, md = make_table("table3", d, REPORTED)
+    assert "Agent-H is our reconstruction" in md and "denominators" not in md   # no counts yet
+    items = registry.load_items("agenth", RAW, {})
+    m, _ = registry.score("agenth", items, [{"id": k, "prediction": v} for k, v in PREDS.items()], {})
+    lines = [f"{mid},agenth,{k},{m[k]}" for mid in ("base-7b", "react-7b", "weighted-7b", "agentflan-7b")
+             for k in ("n", "n_general", "n_general_with_tools", "n_general_no_tools", "n_tool")]
+    with open(d / "scores.csv", "a", encoding="utf-8") as fh:
+        fh.write("\n".join(lines) + "\n")
+    note = ("Agent-H denominators: 6 samples; H_ReAct and H_General divide by the 3 with a general "
+            "(no-tool) ground truth, 2 of which list functions; 3 need a tool call.")
+    t3, md3 = make_table("table3", d, REPORTED)
+    assert note in t3.footnotes and note in md3
+    t1, _ = make_table("table1", d, REPORTED)
+    assert note in t1.footnotes
+    assert any(n.startswith("Agent-H is our reconstruction") for n in t1.footnotes)

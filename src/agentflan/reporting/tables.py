@@ -511,6 +511,8 @@ def _table1(s: Summary, entries: list[rep.Entry]) -> Table:
         "Paper erratum: GPT-3.5's Overall is printed 47.8; the mean of its held-out cells is 47.852.",
         "Paper inconsistency: AgentTuning*'s Agent-H is 84.5 here but 83.9 in Table 3.",
     ]
+    if s.has_column("Agent-H"):
+        t.footnotes += _agenth_notes(s, [e["model_id"] for e in cfg])
     return t
 
 
@@ -601,7 +603,35 @@ def _table3(s: Summary, entries: list[rep.Entry]) -> Table:
         "15.6 / 13.5, but H_Score 84.5 is printed.",
         "Paper cells for Llama2-7B and AgentTuning H_ReAct/H_General are reconstructions [D].",
     ]
+    cfg = _entries(s.config("tables", "table3"), s, "table3", ("label", "model_id"))
+    t.footnotes += _agenth_notes(s, [e["model_id"] for e in cfg])
     return t
+
+
+AGENTH_RECONSTRUCTION = (
+    "Agent-H is our reconstruction: the paper released neither its 1,845-sample selection nor its "
+    "prompt nor its keyword lists. Ours: a seeded draw of eligible glaive-function-calling-v2 "
+    "records, a configured prompt, and structural hallucination patterns (a ReAct `Action:` line "
+    "naming a tool; a `<functioncall>`/JSON call or a named function in prose), not phrases "
+    "(agentflan.evaluation.agenth, data/README.md).")
+AGENTH_COUNTS = ("n", "n_general", "n_general_with_tools", "n_tool")
+
+
+def _agenth_notes(s: Summary, model_ids: list[str]) -> list[str]:
+    """The reconstruction note and the denominators of the Agent-H scores of ``model_ids``
+    (the ``n*`` metrics the scorer writes to the score file, via scores.csv)."""
+    counts: dict[tuple, list[str]] = {}
+    for mid in dict.fromkeys(model_ids):
+        c = tuple(s.scores.get((mid, "agenth", k)) for k in AGENTH_COUNTS)
+        if all(v is not None for v in c):
+            counts.setdefault(c, []).append(mid)
+    notes = [AGENTH_RECONSTRUCTION]
+    for (n, n_gen, n_gen_tools, n_tool), mids in counts.items():
+        who = "" if len(counts) == 1 else f" ({', '.join(mids)})"
+        notes.append(f"Agent-H denominators{who}: {n:.0f} samples; H_ReAct and H_General divide by "
+                     f"the {n_gen:.0f} with a general (no-tool) ground truth, {n_gen_tools:.0f} of "
+                     f"which list functions; {n_tool:.0f} need a tool call.")
+    return notes
 
 
 # --------------------------------------------------------------------------------------------
