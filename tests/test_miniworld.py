@@ -904,3 +904,30 @@ def test_agenth_queries_are_training_queries(world):
         else:
             assert _query_form(query) is not None, query
             assert it["messages"][0]["content"].startswith(prompts.TOOL_PREAMBLE)
+
+
+
+def test_agenth_prompts_and_gold_replies(world):
+    """Under the glaive prompt the items carry glaive-mini's own system text; glaive's own first
+    replies, scored as predictions, are no hallucination and every gold call is detected."""
+    from agentflan.evaluation import agenth
+
+    root = world["root"]
+    data = read_json(root / PATHS["glaive"])
+    for variant in agenth.PROMPTS:
+        items = agenth.load_items(root, {"prompt": variant})
+        assert len(items) == len(data)
+        for it in items:
+            system = it["messages"][0]["content"]
+            if variant == "glaive":
+                assert "SYSTEM: " + system == data[it["meta"]["index"]]["system"]
+            elif it["meta"]["has_tools"]:
+                assert system.startswith(prompts.TOOL_PREAMBLE)
+                assert (prompts.ACTION_INPUT in system) == (variant == "react")
+            else:
+                assert system == prompts.NO_TOOL_SYSTEM
+        gold = {it["id"]: it["reference"]["first_assistant"] for it in items}
+        m, _ = agenth.score(items, gold, {})
+        assert m["h_react"] == m["h_general"] == 0.0 and m["h_score"] == 100.0
+        assert m["tool_call_rate"] == 100.0 and m["n_tool"] == len(data) // 2
+        assert 0 < m["n_general_with_tools"] < m["n_general"]
