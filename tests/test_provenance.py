@@ -196,3 +196,19 @@ def test_table_footer_sidecars_and_png_chunk(tmp_path, monkeypatch):
 def test_prov_outside_a_stage_is_an_error():
     with pytest.raises(RuntimeError, match="outside a @_stamped stage"):
         stages._prov("x")
+
+
+def test_config_subset_drops_paths_and_credentials(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "models" / "m").mkdir(parents=True)
+    params = {"model": "models/m", "items": {"gsm8k": "eval/gsm8k.jsonl"}, "out": {"gsm8k": "p.jsonl"},
+              "threads": 2, "generation": {"max_new_tokens": 8},
+              "backend": {"kind": "api", "model": "gpt-x", "max_tokens": 16,
+                          "environ": {"OPENAI_API_KEY": "sk-secret"}, "api_key": "sk-other",
+                          "sleep": "<function>"}}
+    sub = prov.config_subset(params)
+    assert sub == {"threads": 2, "generation": {"max_new_tokens": 8},
+                   "backend": {"kind": "api", "model": "gpt-x", "max_tokens": 16}}
+    assert "sk-" not in json.dumps(sub)
+    # A model named by its hub id (no such local path) is configuration, not an input.
+    assert prov.config_subset({"model": "meta-llama/Llama-2-7b-hf"}) == {"model": "meta-llama/Llama-2-7b-hf"}

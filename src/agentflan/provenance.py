@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import subprocess
 from importlib import metadata
 from pathlib import Path
@@ -160,9 +161,30 @@ def input_hashes(paths: Iterable[str | os.PathLike | None]) -> dict[str, str]:
     return dict(sorted(out.items()))
 
 
+#: Parameters never recorded, at any depth: the API backend's environment (it holds the key) and
+#: test hooks; and any key that names a credential.
+NEVER_RECORDED = frozenset({"environ", "sleep"})
+_CREDENTIAL = re.compile(r"(api_?key|secret|password|passwd|authorization|credential)", re.I)
+#: Path parameters that may instead name a hub repository (``org/name``): recorded in the config
+#: when no such local path exists (a local model is an input, hashed file by file).
+_MODEL_KEYS = ("base_model", "model")
+
+
+def _scrub(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _scrub(v) for k, v in sorted(value.items())
+                if k not in NEVER_RECORDED and not _CREDENTIAL.search(str(k))}
+    if isinstance(value, list):
+        return [_scrub(v) for v in value]
+    return value
+
+
 def config_subset(params: dict) -> dict:
-    """A stage's parameters without the ones that name files (:data:`PATH_KEYS`)."""
-    return {k: v for k, v in sorted(params.items()) if k not in PATH_KEYS}
+    """A stage's parameters without the ones that name files (:data:`PATH_KEYS`; a model given by
+    its hub name stays), the API environment and anything that names a credential."""
+    out = {k: v for k, v in params.items()
+           if k not in PATH_KEYS or (k in _MODEL_KEYS and isinstance(v, str) and not Path(v).exists())}
+    return _scrub(out)
 
 
 def stamp(config_subset: dict, inputs: Iterable[str | os.PathLike | None]) -> dict:
