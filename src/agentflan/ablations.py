@@ -162,22 +162,47 @@ def build_dataset(spec: dict, converted: dict[str, list[dict]], general: list[di
     return [mixed[i] for i in order]
 
 
-def dataset_stats(records: list[dict], seg_tok, max_length: int) -> dict:
+def _counts_by_record(records: list[dict], seg_tok, max_length: int, counts=None) -> list[tuple[int, dict]]:
+    """Full length and trained tokens within ``max_length`` by capability id of every record: from
+    the token-count cache (:mod:`agentflan.tokcache`) where it holds the record, else tokenised."""
+    per: list = [None] * len(records)
+    if counts is not None:
+        from .tokcache import derive
+        if counts.max_length != max_length:
+            raise ValueError(f"token counts are for max_length {counts.max_length}, not {max_length}")
+        for i, r in enumerate(records):
+            row = counts.lookup(r)
+            if row is not None:
+                n, _, _, by_cap = derive(row, r)
+                per[i] = (n, by_cap)
+    miss = [i for i, p in enumerate(per) if p is None]
+    if counts is not None:
+        counts.fallbacks += len(miss)
+    for k in range(0, len(miss), 512):
+        chunk = miss[k:k + 512]
+        for i, enc in zip(chunk, seg_tok.encode_records([records[i] for i in chunk])):
+            by_cap = Counter(cap for lab, cap in zip(enc.labels[:max_length], enc.capability[:max_length])
+                             if lab != -100)
+            per[i] = (len(enc), by_cap)
+    return per
+
+
+def dataset_stats(records: list[dict], seg_tok, max_length: int, counts=None) -> dict:
+    """Samples, cases and token counts of a data set. ``counts`` (a :class:`agentflan.tokcache.TokenCounts`
+    for this tokenizer and ``max_length``) gives the token counts without tokenising; records it
+    does not hold are tokenised with ``seg_tok`` (``counts.fallbacks`` counts them)."""
     by_source = Counter(r["source"] for r in records)
     cases = Counter(negative_case(r) for r in records)
     tok = Counter()
     truncated = 0
-    for r in records:
-        enc = seg_tok.encode_record(r)
-        full = len(enc)
+    names = {1: "reasoning", 2: "retrieval", 3: "understanding", 4: "instruction"}
+    for full, by_cap in _counts_by_record(records, seg_tok, max_length, counts):
         if max_length and full > max_length:
             truncated += 1
         tok["total"] += min(full, max_length) if max_length else full
-        for lab, cap in zip(enc.labels[:max_length], enc.capability[:max_length]):
-            if lab != -100:
-                tok["trained"] += 1
-                name = {1: "reasoning", 2: "retrieval", 3: "understanding", 4: "instruction"}.get(cap, "other")
-                tok[name] += 1
+        for cap, n in by_cap.items():
+            tok["trained"] += n
+            tok[names.get(cap, "other")] += n
     return {
         "n_samples": len(records),
         "samples_by_source": dict(sorted(by_source.items())),

@@ -144,12 +144,32 @@ def file_stats(records: list[dict]) -> dict:
     }
 
 
-def token_stats(records: list[dict], seg_tok) -> dict:
-    lengths, trained = [], 0
-    for r in records:
-        enc = seg_tok.encode_record(r)
-        lengths.append(len(enc))
-        trained += sum(1 for x in enc.labels if x != -100)
+def _lengths_and_trained(records: list[dict], seg_tok, counts=None) -> tuple[list[int], int]:
+    """Full token length of every record and trained tokens in all (no truncation): from the
+    token-count cache (:mod:`agentflan.tokcache`) where it holds a record, else tokenised."""
+    from .tokcache import derive
+    lengths: list = [None] * len(records)
+    trained = 0
+    if counts is not None:
+        for i, r in enumerate(records):
+            row = counts.lookup(r)
+            if row is not None:
+                n, full, _, _ = derive(row, r)
+                lengths[i] = n
+                trained += full
+    miss = [i for i, n in enumerate(lengths) if n is None]
+    if counts is not None:
+        counts.fallbacks += len(miss)
+    for k in range(0, len(miss), 512):
+        chunk = miss[k:k + 512]
+        for i, enc in zip(chunk, seg_tok.encode_records([records[i] for i in chunk])):
+            lengths[i] = len(enc)
+            trained += sum(1 for x in enc.labels if x != -100)
+    return lengths, trained
+
+
+def token_stats(records: list[dict], seg_tok, counts=None, lengths_trained=None) -> dict:
+    lengths, trained = lengths_trained or _lengths_and_trained(records, seg_tok, counts)
     if not lengths:
         return {"tokens_total": 0, "tokens_trained": 0}
     qs = statistics.quantiles(lengths, n=20) if len(lengths) > 1 else [lengths[0]] * 19
@@ -159,10 +179,12 @@ def token_stats(records: list[dict], seg_tok) -> dict:
 
 
 def build_card(converted: dict[str, list[dict]], seg_tok, max_length: int, out_json: Path,
-               out_md: Path, provenance: dict, skipped: dict[str, list[dict]] | None = None) -> dict:
+               out_md: Path, provenance: dict, skipped: dict[str, list[dict]] | None = None,
+               counts=None) -> dict:
     """Data card: per-file rows, roles, turns, loss:false counts, samples ending on loss:false,
     capability counts, tasks and token-length statistics (with the run's tokenizer), and the
-    records the conversion skipped (``skipped``: the skip list of :func:`convert_release`)."""
+    records the conversion skipped (``skipped``: the skip list of :func:`convert_release`).
+    ``counts`` (a :class:`agentflan.tokcache.TokenCounts`) gives token counts without tokenising."""
     skipped = skipped or {}
     unknown = sorted(set(skipped) - set(converted))
     if unknown:
@@ -173,8 +195,9 @@ def build_card(converted: dict[str, list[dict]], seg_tok, max_length: int, out_j
         st = file_stats(recs)
         st["skipped"] = skipped_summary(skipped.get(stem, []))
         st["skipped"]["listed"] = stem in skipped  # False: not a released file (e.g. sharegpt)
-        st.update(token_stats(recs, seg_tok))
-        st["over_max_length"] = sum(1 for r in recs if len(seg_tok.encode_record(r)) > max_length)
+        lengths, trained = _lengths_and_trained(recs, seg_tok, counts)
+        st.update(token_stats(recs, seg_tok, lengths_trained=(lengths, trained)))
+        st["over_max_length"] = sum(1 for n in lengths if n > max_length)
         files[stem] = st
     card = {"files": files, "max_length": max_length, "provenance": provenance,
             "total_rows": sum(f["rows"] for f in files.values()),

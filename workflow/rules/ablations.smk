@@ -10,6 +10,7 @@ rule ablation:
         rules.convert.output,
         rules.sharegpt.output.records,
         rules.tokenizer.output,
+        token_counts=rules.token_counts.output,
     output:
         data=f"{DATA}/ablations/{{dataset}}/train.jsonl",
         stats=f"{DATA}/ablations/{{dataset}}/stats.json",
@@ -31,6 +32,7 @@ rule ablation:
             out_data=f"{DATA}/ablations/{wc.dataset}/train.jsonl",
             out_stats=f"{DATA}/ablations/{wc.dataset}/stats.json",
             out_audit=f"{DATA}/ablations/{wc.dataset}/audit.md",
+            token_counts=f"{DATA}/token_counts.jsonl",
         ),
     log:
         f"{LOGS}/ablations/{{dataset}}.log",

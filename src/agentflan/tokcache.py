@@ -1,0 +1,275 @@
+"""Token counts of every converted and ShareGPT record, tokenised once (rule ``token_counts``).
+
+The ablation data sets and the data card need token counts, not token ids: total length, trained
+tokens (within ``max_length``), per capability and per part, and whether a record is too long.
+Twelve ablation data sets drawn from the same records used to tokenise each record again and again;
+this module tokenises every distinct record once with the token-exact template
+(:class:`agentflan.template.TemplateTokenizer`, batched through the fast tokenizer) and stores what
+the statistics need.
+
+**Per turn, not per record.** Ablations change which assistant turns are trained (capability
+weights mask turns, ``sample`` mode trains one capability per copy); the text, and so the token
+ids, never change. By the template's boundary rule a token is trained iff every character it
+covers is trained, and trained characters are the content and end tag of trained assistant turns.
+Begin tags are never trained and lie between any two turns, so a token is either never trained
+(it covers a begin-tag character) or lies inside one assistant turn and is trained iff that turn
+is. The cache therefore tokenises each record with *every* assistant turn trained and stores, for
+each assistant turn, its trainable tokens (all of them, and those within ``max_length``), its
+capability id and its ``format``-part tokens. The counts of any mask are sums over the turns it
+trains: no tokenisation. Each row is also checked at build time against the record's own mask
+(labels computed from the same tokens with the real layout); a row that does not agree is stored
+with ``exact: false`` and its records are tokenised again when used (counted in
+:attr:`TokenCounts.fallbacks`).
+
+**Key.** A record's key is the sha256 of its roles, contents and turn capabilities and of whether
+it is a general (ShareGPT) record (which sets the capability of its trained tokens); train flags
+are not part of the key, they select turns at lookup. The file's header names the tokenizer (sha256
+of its files, :func:`tokenizer_hash`) and ``max_length``; a reader checks both.
+
+File format (JSON lines, canonical JSON, rows sorted by key, no paths or times)::
+
+    {"format": "agentflan-token-counts/1", "max_length": 8192, "records": N, "tokenizer_sha256": "…",
+     "columns": ["turn", "capability", "trained", "trained_in_window", "format", "format_in_window"]}
+    {"k": "<sha256>", "n": 734, "t": [[1, 2, 88, 88, 12, 12], [3, 1, 40, 40, 0, 0]], "x": true}
+
+``n`` is the full length (BOS included), ``t`` one row per assistant turn with trainable tokens.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import numpy as np
+
+from .io import DataError, atomic_open, dumps, iter_jsonl
+from .template import CAPABILITY_IDS, PART_IDS, TemplateTokenizer, _anchors, _Layout, segments
+
+FORMAT = "agentflan-token-counts/1"
+COLUMNS = ["turn", "capability", "trained", "trained_in_window", "format", "format_in_window"]
+CAPABILITY_NAMES = {v: k for k, v in CAPABILITY_IDS.items()}
+_FORMAT_PART = PART_IDS["format"]
+# Records per tokenizer call (the fast tokenizer encodes a batch on all its threads).
+BATCH = 512
+
+
+def tokenizer_hash(tokenizer_dir: str | os.PathLike) -> str:
+    """sha256 over the names and bytes of every file of a saved tokenizer directory."""
+    root = Path(tokenizer_dir)
+    h = hashlib.sha256()
+    for p in sorted(q for q in root.rglob("*") if q.is_file()):
+        h.update(p.relative_to(root).as_posix().encode() + b"\0")
+        h.update(p.read_bytes())
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+def is_general(record: dict) -> bool:
+    """Whether the template tags the record's trained tokens ``general`` (ShareGPT records)."""
+    return record.get("source") == "sharegpt"
+
+
+def record_key(record: dict) -> str:
+    """sha256 of what fixes a record's tokens and their categories: roles, contents, capabilities
+    and the general flag (train flags excluded: they select turns at lookup)."""
+    h = hashlib.sha256(b"G" if is_general(record) else b"A")
+    for t in record["turns"]:
+        h.update(b"\x1e" + t["role"].encode() + b"\x1f" + str(t.get("capability") or "").encode()
+                 + b"\x1f" + t["content"].encode("utf-8", "surrogatepass"))
+    return h.hexdigest()
+
+
+def trained_turns(record: dict) -> list[int]:
+    """Indices of the turns the template trains (assistant turns with a true ``train`` flag)."""
+    return [i for i, t in enumerate(record["turns"]) if t["role"] == "assistant" and t.get("train")]
+
+
+def _layout(record: dict, all_trained: bool) -> tuple[_Layout, np.ndarray]:
+    """The record's layout (every assistant turn trained if ``all_trained``) and the turn index
+    of every segment."""
+    turns = record["turns"]
+    if all_trained:
+        turns = [{**t, "train": t["role"] == "assistant"} for t in turns]
+    segs = segments(turns, general=is_general(record))
+    turn_of, i = [], -1
+    for s in segs:
+        if s.kind == "begin":
+            i += 1
+        turn_of.append(i)
+    return _Layout.of(segs), np.asarray(turn_of, dtype=np.int64)
+
+
+def _trained_tokens(lay: _Layout, anchors: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Whether each text token is trained and the segment of its first character (the rule of
+    :meth:`TemplateTokenizer._assemble`)."""
+    n = len(lay.text)
+    if not len(anchors) or not n:
+        return np.zeros(len(anchors), dtype=bool), np.zeros(len(anchors), dtype=np.int64)
+    first = np.minimum(anchors, n - 1)
+    last = np.clip(np.maximum(ends, first + 1), 1, n)
+    seg = np.searchsorted(lay.starts, first, side="right") - 1
+    lengths = np.diff(np.append(lay.starts, n))
+    untrained = np.concatenate(([0], np.cumsum(np.repeat(~lay.trained, lengths))))
+    return (untrained[last] - untrained[first]) == 0, seg
+
+
+def _window(n_text_tokens: int, bos: int, max_length: int | None) -> np.ndarray:
+    """Whether each text token lies within the first ``max_length`` positions (BOS first)."""
+    pos = np.arange(n_text_tokens) + bos
+    return pos < max_length if max_length is not None else np.ones(n_text_tokens, dtype=bool)
+
+
+def _row(record: dict, ids: list[int], anchors: np.ndarray, ends: np.ndarray, bos: int,
+         max_length: int | None) -> dict:
+    lay, turn_of = _layout(record, all_trained=True)
+    trained, seg = _trained_tokens(lay, anchors, ends)
+    inwin = _window(len(ids), bos, max_length)
+    turn = turn_of[seg]
+    fmt = lay.part[seg] == _FORMAT_PART
+    n_turns = len(record["turns"])
+    cols = [np.bincount(turn[m], minlength=n_turns) for m in
+            (trained, trained & inwin, trained & fmt, trained & fmt & inwin)]
+    caps = np.zeros(n_turns, dtype=np.int64)
+    caps[turn[trained]] = lay.capability[seg[trained]]
+    t = [[i, int(caps[i]), *(int(c[i]) for c in cols)] for i in range(n_turns) if cols[0][i]]
+    row = {"n": len(ids) + bos, "t": t}
+    # Check against the record's own mask: labels from the same tokens with the real layout.
+    real, _ = _layout(record, all_trained=False)
+    r_trained, r_seg = _trained_tokens(real, anchors, ends)
+    got = derive(row, record)
+    want_caps = np.bincount(real.capability[r_seg[r_trained & inwin]], minlength=len(CAPABILITY_IDS))
+    want = (int(r_trained.sum()), int((r_trained & inwin).sum()),
+            {i: int(c) for i, c in enumerate(want_caps) if c})
+    row["x"] = (got[1], got[2], got[3]) == want
+    return row
+
+
+def derive(row: dict, record: dict) -> tuple[int, int, int, dict[int, int]]:
+    """Counts of ``record`` (whose train flags select turns) from its cache row: full length,
+    trained tokens, trained tokens within the window, trained tokens within the window by
+    capability id."""
+    sel = set(trained_turns(record))
+    full = win = 0
+    by_cap: dict[int, int] = {}
+    for i, cap, tf, tw, _ff, _fw in row["t"]:
+        if i in sel:
+            full += tf
+            win += tw
+            if tw:
+                by_cap[cap] = by_cap.get(cap, 0) + tw
+    return row["n"], full, win, by_cap
+
+
+def build_rows(records: list[dict], seg_tok: TemplateTokenizer, max_length: int | None,
+               batch: int = BATCH) -> dict[str, dict]:
+    """One cache row per distinct record key, every distinct record tokenised once."""
+    todo: dict[str, dict] = {}
+    for r in records:
+        todo.setdefault(record_key(r), r)
+    keys = list(todo)
+    bos = 1 if seg_tok.add_bos else 0
+    rows: dict[str, dict] = {}
+    for k in range(0, len(keys), batch):
+        chunk = keys[k:k + batch]
+        lays = [_layout(todo[key], all_trained=False)[0] for key in chunk]
+        for key, lay, (ids, offs) in zip(chunk, lays, seg_tok._call([lay.text for lay in lays])):
+            try:
+                done = (list(ids), *_anchors(offs, len(lay.text)))
+                ids, anchors, ends = seg_tok._pieces(lay.text, lay.cuts, True, done)
+            except ValueError as e:
+                raise ValueError(f"record {todo[key].get('id')!r}: {e}") from None
+            rows[key] = _row(todo[key], ids, anchors, ends, bos, max_length)
+    return rows
+
+
+def write_counts(path: str | os.PathLike, rows: dict[str, dict], tok_sha: str, max_length: int | None) -> None:
+    header = {"format": FORMAT, "max_length": max_length, "records": len(rows), "tokenizer_sha256": tok_sha,
+              "columns": COLUMNS}
+    with atomic_open(path) as fh:
+        fh.write(dumps(header) + "\n")
+        for key in sorted(rows):
+            fh.write(dumps({"k": key, **rows[key]}) + "\n")
+
+
+class TokenCounts:
+    """The cache file, read back; :meth:`lookup` gives a record's row (or None: not cached or
+    not exact), :attr:`fallbacks` counts the records the caller had to tokenise again."""
+
+    def __init__(self, rows: dict[str, dict], max_length: int | None, tokenizer_sha256: str):
+        self.rows = rows
+        self.max_length = max_length
+        self.tokenizer_sha256 = tokenizer_sha256
+        self.fallbacks = 0
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, tokenizer_sha256: str | None = None,
+             max_length: int | None = None) -> "TokenCounts":
+        it = iter_jsonl(path)
+        head = next(it, None)
+        if head is None or not isinstance(head[1], dict) or head[1].get("format") != FORMAT:
+            raise DataError(path, f"not a token-counts file (first line must be a {FORMAT} header)", line=1)
+        header = head[1]
+        if tokenizer_sha256 is not None and header.get("tokenizer_sha256") != tokenizer_sha256:
+            raise DataError(path, "token counts were made with another tokenizer "
+                                  f"(sha256 {str(header.get('tokenizer_sha256'))[:12]}…, this one "
+                                  f"{tokenizer_sha256[:12]}…); rerun the token_counts job", line=1)
+        if max_length is not None and header.get("max_length") != max_length:
+            raise DataError(path, f"token counts are for max_length {header.get('max_length')}, "
+                                  f"not {max_length}; rerun the token_counts job", line=1)
+        rows: dict[str, dict] = {}
+        for line, row in it:
+            ok = (isinstance(row, dict) and isinstance(row.get("k"), str) and isinstance(row.get("n"), int)
+                  and isinstance(row.get("x"), bool) and isinstance(row.get("t"), list)
+                  and all(isinstance(t, list) and len(t) == len(COLUMNS)
+                          and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in t)
+                          for t in row["t"]))
+            if not ok:
+                raise DataError(path, "malformed token-counts row (needs k, n, x and t rows of "
+                                      f"{len(COLUMNS)} non-negative ints)", line=line,
+                                record=row.get("k") if isinstance(row, dict) else None)
+            if row["k"] in rows:
+                raise DataError(path, "duplicate key", line=line, record=row["k"])
+            rows[row["k"]] = row
+        if len(rows) != header.get("records"):
+            raise DataError(path, f"header says {header.get('records')} records, file holds {len(rows)}")
+        return cls(rows, header.get("max_length"), header.get("tokenizer_sha256"))
+
+    def lookup(self, record: dict) -> dict | None:
+        row = self.rows.get(record_key(record))
+        return row if row is not None and row["x"] else None
+
+
+def build(records: list[dict], tokenizer_dir: str | os.PathLike, max_length: int | None,
+          out: str | os.PathLike) -> dict:
+    """Tokenise ``records`` once and write the cache; returns a summary for the log."""
+    from .modeling import load_tokenizer
+    seg_tok = TemplateTokenizer(load_tokenizer(str(tokenizer_dir)))
+    rows = build_rows(records, seg_tok, max_length)
+    write_counts(out, rows, tokenizer_hash(tokenizer_dir), max_length)
+    return {"records": len(records), "distinct": len(rows), "inexact": sum(not r["x"] for r in rows.values()),
+            "split_texts": seg_tok.split_texts}
+
+
+class LazyTemplateTokenizer:
+    """A :class:`TemplateTokenizer` loaded from ``tokenizer_dir`` on first use (a job whose
+    records are all in the cache never loads the tokenizer)."""
+
+    def __init__(self, tokenizer_dir: str | os.PathLike):
+        self.tokenizer_dir = str(tokenizer_dir)
+        self._tok: TemplateTokenizer | None = None
+
+    def __getattr__(self, name):
+        if name.startswith("__") or name in ("tokenizer_dir", "_tok"):
+            raise AttributeError(name)
+        if self._tok is None:
+            from .modeling import load_tokenizer
+            self._tok = TemplateTokenizer(load_tokenizer(self.tokenizer_dir))
+        return getattr(self._tok, name)
+
+
+def load_for(path: str | os.PathLike | None, tokenizer_dir: str | os.PathLike,
+             max_length: int | None) -> "TokenCounts | None":
+    """The cache at ``path`` checked against this tokenizer and ``max_length`` (None: no cache)."""
+    if path is None:
+        return None
+    return TokenCounts.load(path, tokenizer_hash(tokenizer_dir), max_length)

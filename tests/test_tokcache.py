@@ -1,0 +1,214 @@
+"""Token-count cache (agentflan.tokcache): counts derived per turn equal tokenising the (masked)
+record, ablation stats and the data card are byte-identical with and without the cache, the file
+is deterministic and bad cache files fail with one line."""
+import json
+import random
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+import sptokenizers
+from agentflan import miniworld
+from agentflan.ablations import apply_weights_sample, build_dataset, dataset_stats
+from agentflan.config import datasets, load_config
+from agentflan.convert import build_card, convert_records
+from agentflan.download import agentflan_files
+from agentflan.io import DataError, dumps, read_json
+from agentflan.modeling import load_tokenizer, train_bpe_tokenizer
+from agentflan.sharegpt import load_sharegpt
+from agentflan.template import TemplateTokenizer, render
+from agentflan.tokcache import (TokenCounts, build, build_rows, derive, record_key, tokenizer_hash,
+                                write_counts)
+
+FIXTURES = Path(__file__).parent / "fixtures" / "release"
+SHAREGPT = "anon8231489123/ShareGPT_Vicuna_unfiltered/ShareGPT_V3_unfiltered_cleaned_split.json"
+
+
+def _corpus(root: Path) -> tuple[dict[str, list[dict]], list[dict]]:
+    files = agentflan_files(root / "internlm" / "Agent-FLAN")
+    converted = {stem: convert_records(path, stem)[0] for stem, path in sorted(files.items())}
+    return converted, load_sharegpt(root / SHAREGPT)
+
+
+@pytest.fixture(scope="module")
+def fixture_corpus():
+    return _corpus(FIXTURES)
+
+
+@pytest.fixture(scope="module")
+def mini_corpus(tmp_path_factory):
+    """A generated corpus (miniworld, small scale) and the miniature's byte-level BPE trained on it
+    (it can merge across an assistant begin tag, so the template splits some texts)."""
+    root = tmp_path_factory.mktemp("mini")
+    miniworld.generate(root, seed=3, scale={"toolbench_pool": 150, "toolbench_wiki": 20, "instruct": 40, "negative": 30,
+                                            "agentinstruct_per_task": 4, "sharegpt": 120})
+    converted, general = _corpus(root)
+    tok_dir = root / "tokenizer"
+    texts = [render(r["turns"]) for recs in [*converted.values(), general] for r in recs]
+    train_bpe_tokenizer(texts, tok_dir, 768)
+    return converted, general, tok_dir
+
+
+def _all_records(converted, general):
+    return [r for stem in sorted(converted) for r in converted[stem]] + list(general)
+
+
+def _slow_counts(enc, max_length):
+    by_cap = Counter(c for lab, c in zip(enc.labels[:max_length], enc.capability[:max_length]) if lab != -100)
+    full = sum(1 for lab in enc.labels if lab != -100)
+    return len(enc), full, sum(by_cap.values()), dict(by_cap)
+
+
+def _random_masks(records, seed):
+    rng = random.Random(seed)
+    out = []
+    for r in records:
+        m = json.loads(json.dumps(r))
+        for t in m["turns"]:
+            if t["role"] == "assistant" and t.get("train") and rng.random() < 0.5:
+                t["train"] = False
+        out.append(m)
+    return out
+
+
+@pytest.mark.parametrize("max_length", [None, 96, 8192])
+def test_derived_counts_equal_tokenising_masked_records(fixture_corpus, llama2_tokenizer, max_length):
+    records = _all_records(*fixture_corpus)
+    seg_tok = TemplateTokenizer(llama2_tokenizer)
+    rows = build_rows(records, seg_tok, max_length)
+    assert all(row["x"] for row in rows.values())
+    masked = _random_masks(records, 1) + apply_weights_sample(records, {"reasoning": 1, "retrieval": 2}, 0)
+    assert any(m["turns"] != r["turns"] for m, r in zip(masked, records))
+    for rec, enc in zip(records + masked, seg_tok.encode_records(records + masked)):
+        assert derive(rows[record_key(rec)], rec) == _slow_counts(enc, max_length), rec["id"]
+
+
+def test_derived_counts_with_a_bpe_that_splits_at_begin_tags(mini_corpus):
+    converted, general, tok_dir = mini_corpus
+    records = _all_records(converted, general)
+    seg_tok = TemplateTokenizer(load_tokenizer(str(tok_dir)))
+    rows = build_rows(records, seg_tok, 200)
+    assert all(row["x"] for row in rows.values())
+    assert seg_tok.split_texts > 0   # the case the template handles by splitting the text
+    masked = _random_masks(records, 2)
+    fresh = TemplateTokenizer(seg_tok.tok)
+    for rec, enc in zip(records + masked, fresh.encode_records(records + masked)):
+        assert derive(rows[record_key(rec)], rec) == _slow_counts(enc, 200), rec["id"]
+
+
+def _check_stats_identical(converted, general, tok_dir, tmp_path, max_length, modes):
+    cache = tmp_path / "token_counts.jsonl"
+    records = _all_records(converted, general)
+    summary = build(records, tok_dir, max_length, cache)
+    assert summary["inexact"] == 0 and summary["distinct"] <= len(records)
+    counts = TokenCounts.load(cache, tokenizer_hash(tok_dir), max_length)
+    seg_tok = TemplateTokenizer(load_tokenizer(str(tok_dir)))
+    specs = datasets(load_config(Path(__file__).parents[1] / "config" / "paper.yaml"))
+    for mode in modes:
+        for name, spec in sorted(specs.items()):
+            recs = build_dataset(spec, converted, general, seed=0, capability_mode=mode)
+            if mode == "sample":
+                spec_w = spec.get("weights") or {}
+                if any(w > 1 for w in spec_w.values()):
+                    continue
+            slow = dataset_stats(recs, seg_tok, max_length)
+            fast = dataset_stats(recs, None, max_length, counts=counts)
+            assert dumps(fast) == dumps(slow), (mode, name)
+    assert counts.fallbacks == 0
+    return counts, seg_tok
+
+
+def test_ablation_stats_byte_identical_on_fixtures(fixture_corpus, tmp_path):
+    converted, general = fixture_corpus
+    tok_dir = sptokenizers.llama2_tokenizer_dir()
+    _check_stats_identical(converted, general, tok_dir, tmp_path, 8192, ["mask", "sample"])
+    _check_stats_identical(converted, general, tok_dir, tmp_path, 128, ["mask"])  # truncation matters
+
+
+def test_ablation_stats_byte_identical_on_generated_corpus(mini_corpus, tmp_path):
+    converted, general, tok_dir = mini_corpus
+    _check_stats_identical(converted, general, tok_dir, tmp_path, 160, ["mask", "sample"])
+
+
+def test_missing_records_are_tokenised_and_counted(fixture_corpus, tmp_path):
+    converted, general = fixture_corpus
+    tok_dir = sptokenizers.llama2_tokenizer_dir()
+    cache = tmp_path / "c.jsonl"
+    build(converted["agent_instruct_react"], tok_dir, 8192, cache)   # covers one file only
+    counts = TokenCounts.load(cache, tokenizer_hash(tok_dir), 8192)
+    seg_tok = TemplateTokenizer(load_tokenizer(str(tok_dir)))
+    recs = build_dataset({"format": "react", "sharegpt": True}, converted, general, seed=0)
+    assert dumps(dataset_stats(recs, seg_tok, 8192, counts=counts)) == dumps(dataset_stats(recs, seg_tok, 8192))
+    assert counts.fallbacks == len(recs) - len(converted["agent_instruct_react"])
+    with pytest.raises(ValueError, match="max_length 8192, not 4096"):
+        dataset_stats(recs, seg_tok, 4096, counts=counts)
+
+
+def test_data_card_identical_with_counts(fixture_corpus, tmp_path):
+    converted, general = fixture_corpus
+    tok_dir = sptokenizers.llama2_tokenizer_dir()
+    allc = {**converted, "sharegpt": general}
+    seg_tok = TemplateTokenizer(load_tokenizer(str(tok_dir)))
+    build(_all_records(converted, general), tok_dir, 64, tmp_path / "c.jsonl")
+    counts = TokenCounts.load(tmp_path / "c.jsonl", tokenizer_hash(tok_dir), 64)
+    build_card(allc, seg_tok, 64, tmp_path / "slow.json", tmp_path / "slow.md", {"description": "x"})
+    build_card(allc, None, 64, tmp_path / "fast.json", tmp_path / "fast.md", {"description": "x"}, counts=counts)
+    assert (tmp_path / "fast.json").read_bytes() == (tmp_path / "slow.json").read_bytes()
+    assert (tmp_path / "fast.md").read_bytes() == (tmp_path / "slow.md").read_bytes()
+    assert read_json(tmp_path / "fast.json")["files"]["agent_instruct_react"]["over_max_length"] > 0
+    assert counts.fallbacks == 0
+
+
+def test_cache_file_is_deterministic_and_independent_of_order(fixture_corpus, llama2_tokenizer, tmp_path):
+    records = _all_records(*fixture_corpus)
+    seg_tok = TemplateTokenizer(llama2_tokenizer)
+    write_counts(tmp_path / "a", build_rows(records, seg_tok, 512), "h", 512)
+    write_counts(tmp_path / "b", build_rows(records[::-1] + records[:3], seg_tok, 512), "h", 512)
+    a = (tmp_path / "a").read_bytes()
+    assert a == (tmp_path / "b").read_bytes()
+    head = json.loads(a.splitlines()[0])
+    assert head["records"] == len({record_key(r) for r in records}) and head["max_length"] == 512
+    assert set(head) == {"columns", "format", "max_length", "records", "tokenizer_sha256"}
+
+
+def test_key_covers_content_capability_and_general_flag_not_train_flags(fixture_corpus):
+    rec = fixture_corpus[0]["toolbench_tflan_60p_r10r5u7"][0]
+    k = record_key(rec)
+    other = json.loads(json.dumps(rec))
+    for t in other["turns"]:
+        t["train"] = not t.get("train")
+    assert record_key(other) == k
+    for change in ("content", "capability", "source"):
+        other = json.loads(json.dumps(rec))
+        if change == "source":
+            other["source"] = "sharegpt"
+        else:
+            t = next(t for t in other["turns"] if t["role"] == "assistant")
+            t[change] = t[change] + "x" if change == "content" else "retrieval" if t.get(change) != "retrieval" else "reasoning"
+        assert record_key(other) != k, change
+
+
+def test_bad_cache_files_fail_with_one_line(fixture_corpus, llama2_tokenizer, tmp_path):
+    records = _all_records(*fixture_corpus)[:5]
+    assert len({record_key(r) for r in records}) == 5
+    path = tmp_path / "c.jsonl"
+    write_counts(path, build_rows(records, TemplateTokenizer(llama2_tokenizer), 64), "abc", 64)
+    with pytest.raises(DataError, match=r"c\.jsonl:1: token counts were made with another tokenizer"):
+        TokenCounts.load(path, "def", 64)
+    with pytest.raises(DataError, match=r"c\.jsonl:1: token counts are for max_length 64, not 65"):
+        TokenCounts.load(path, "abc", 65)
+    lines = path.read_text().splitlines()
+    row = json.loads(lines[2])
+    row["t"] = [[1, 2, 3]]
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("\n".join(lines[:2] + [json.dumps(row)] + lines[3:]) + "\n")
+    with pytest.raises(DataError, match=r"bad\.jsonl:3 \(record '[0-9a-f]+'\): malformed token-counts row") as e:
+        TokenCounts.load(bad)
+    assert "\n" not in str(e.value)
+    bad.write_text("\n".join(lines[:-1]) + "\n")
+    with pytest.raises(DataError, match="header says 5 records, file holds 4"):
+        TokenCounts.load(bad)
+    bad.write_text('{"x": 1}\n')
+    with pytest.raises(DataError, match=r":1: not a token-counts file"):
+        TokenCounts.load(bad)
