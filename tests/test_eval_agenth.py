@@ -163,6 +163,8 @@ GENERAL_CASES = [
     ("I need to call the `lookup` tool.", False, False),       # not a listed function, no `_`
     ("I need to call get_movie_details first.", False, True),
     ("Let me invoke the book_ticket API.", False, True),
+    ("Calling `get_news()` now.", False, True),
+    ("Use the following format and call the front desk.", False, False),
 ]
 
 

@@ -61,7 +61,7 @@ Only samples with a ``general`` ground truth can hallucinate (the paper's defini
   3. a named call in prose: ``use`` / ``call`` / ``invoke`` (or ``using`` / ``calling`` /
      ``invoking``), optionally ``the``, then a *function identifier*: a function the sample lists
      (case-insensitive) or a code identifier with at least one ``_`` (letters, digits, ``_`` and
-     ``.``), bare or in back-ticks. Lines of a ReAct step (starting with ``Thought:``, ``Action:``,
+     ``.``), bare or after a back-tick. Lines of a ReAct step (starting with ``Thought:``, ``Action:``,
      ``Action Input:`` or ``Observation:``) are not prose: "Thought: I will use get_weather" is
      part of a ReAct call, not a second call. "I will use get_weather to ..." is a call; "You can call the cinema directly",
      "I will use my knowledge" are not.
@@ -309,7 +309,7 @@ _ARG_KEYS = ("arguments", "parameters", "args", "action_input", "tool_input")
 _REACT_LINE = re.compile(r"[ \t]*(?:Thought|Action|Action Input|Observation):")
 _FUNCTIONCALL_JSON = re.compile(r"<functioncall>\s*\{")
 _NAMED_CALL = re.compile(r"\b(?:use|call|invoke|using|calling|invoking)\s+(?:the\s+)?"
-                         r"(`?)([A-Za-z][\w.]*\w|[A-Za-z])\1", re.I)
+                         r"`?([A-Za-z][\w.]*\w|[A-Za-z])", re.I)
 
 
 def _norm_action(name: str) -> str:
@@ -366,7 +366,7 @@ def general_tool_call(text: str, tools: list[str], finish_actions: list[str]) ->
     listed = {t.lower() for t in tools}
     prose = "\n".join(line for line in text.split("\n") if not _REACT_LINE.match(line))
     for m in _NAMED_CALL.finditer(prose):
-        ident = m.group(2)
+        ident = m.group(1)
         if ident.lower() in listed or "_" in ident:
             return m.group(0)
     return None
