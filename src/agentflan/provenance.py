@@ -48,7 +48,7 @@ PATH_KEYS = frozenset({
     "out_audit", "out_json", "out_md", "out_csv", "out_png", "stats", "converted_dir", "sharegpt_path",
     "pretrain_path", "tokenizer_dir", "items", "predictions", "per_sample", "scores", "ablation_stats",
     "metrics", "train_configs", "card_json", "example_source", "summary_dir", "reported", "tables_dir",
-    "eval_files", "data", "config_out", "checkpoint_dir", "probe_out", "base_model", "model",
+    "eval_files", "data", "config_out", "checkpoint_dir", "probe_out", "base_model", "model", "token_counts",
 })
 #: Model weights and tokenizer files are large: their hashes are memoised per process (by path,
 #: size and modification time) so a job that stamps several outputs hashes each file once.
