@@ -61,10 +61,10 @@ Only samples with a ``general`` ground truth can hallucinate (the paper's defini
   3. a named call in prose: ``use`` / ``call`` / ``invoke`` (or ``using`` / ``calling`` /
      ``invoking``), optionally ``the``, then a *function identifier*: a function the sample lists
      (case-insensitive) or a code identifier with at least one ``_`` (letters, digits, ``_`` and
-     ``.``), bare or after a back-tick. Lines of a ReAct step (starting with ``Thought:``, ``Action:``,
-     ``Action Input:`` or ``Observation:``) are not prose: "Thought: I will use get_weather" is
-     part of a ReAct call, not a second call. "I will use get_weather to ..." is a call; "You can call the cinema directly",
-     "I will use my knowledge" are not.
+     ``.``), bare or after a back-tick. "I will use get_weather to ..." is a call; "You can call
+     the cinema directly" and "I will use my knowledge" are not. Lines of a ReAct step (starting
+     with ``Thought:``, ``Action:``, ``Action Input:`` or ``Observation:``) are not prose:
+     "Thought: I will use get_weather" belongs to a ReAct call and is not a second one.
 
 Metrics (percent unless a count): ``h_react`` / ``h_general`` = general-truth samples with a
 ReAct / general-format hallucination divided by ``n_general`` (the general-truth samples);
