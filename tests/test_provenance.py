@@ -45,6 +45,15 @@ def _copy_tree(dst: Path) -> Path:
     return dst
 
 
+@pytest.fixture
+def frozen_root(tmp_path_factory, monkeypatch) -> Path:
+    """A copy of the checkout as the code root: others may edit the shared checkout while a test
+    runs, and the stamp's code hash is cached per process."""
+    root = _copy_tree(tmp_path_factory.mktemp("code"))
+    monkeypatch.setattr(prov, "repo_root", lambda: root)
+    return root
+
+
 # ----------------------------------------------------------------------------- code_hash
 def test_code_hash_stable_across_copies_and_sensitive_to_code_only(tmp_path):
     a, b = _copy_tree(tmp_path / "one" / "a"), _copy_tree(tmp_path / "elsewhere" / "b")
@@ -69,7 +78,7 @@ def test_code_hash_stable_across_copies_and_sensitive_to_code_only(tmp_path):
     assert prov.code_hash(a) != h
 
 
-def test_stamp_shape_and_relative_inputs(tmp_path, monkeypatch):
+def test_stamp_shape_and_relative_inputs(tmp_path, monkeypatch, frozen_root):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "d").mkdir()
     (tmp_path / "d" / "x.txt").write_text("x\n")
@@ -82,7 +91,7 @@ def test_stamp_shape_and_relative_inputs(tmp_path, monkeypatch):
     finally:
         outside.unlink()
     assert sorted(st) == ["code_hash", "config", "config_hash", "format", "inputs", "inputs_hash", "packages"]
-    assert st["code_hash"] == prov.code_hash(ROOT)
+    assert st["code_hash"] == prov.code_hash(frozen_root)
     assert st["inputs"] == {"d/sub/y.txt": _sha(tmp_path / "d" / "sub" / "y.txt"),
                             "d/x.txt": _sha(tmp_path / "d" / "x.txt"),
                             f"<outside>/{tmp_path.parent.name}/{outside.name}": hashlib.sha256(b"o\n").hexdigest()}
@@ -143,7 +152,7 @@ def _run_reporting(workdir: Path) -> list[Path]:
                   if p.is_file() and p.parts[len(workdir.parts)] in ("tables", "figures"))
 
 
-def test_two_directories_give_byte_identical_results(tmp_path, monkeypatch):
+def test_two_directories_give_byte_identical_results(tmp_path, monkeypatch, frozen_root):
     outs = {}
     for name in ("a", "deeper/b"):
         work = tmp_path / name
@@ -158,7 +167,7 @@ def test_two_directories_give_byte_identical_results(tmp_path, monkeypatch):
         assert str(tmp_path).encode() not in data, f    # no absolute path in any artifact
 
 
-def test_table_footer_sidecars_and_png_chunk(tmp_path, monkeypatch):
+def test_table_footer_sidecars_and_png_chunk(tmp_path, monkeypatch, frozen_root):
     from PIL import Image
 
     from agentflan.reporting.figures import PNG_PROVENANCE_KEY
@@ -171,7 +180,7 @@ def test_table_footer_sidecars_and_png_chunk(tmp_path, monkeypatch):
         assert FOOTER.match(last), (t, last)
         st = json.loads((tmp_path / "tables" / f"{t}.csv.provenance.json").read_text())
         assert prov.footer(st) == last
-        assert st["code_hash"] == prov.code_hash(ROOT)
+        assert st["code_hash"] == prov.code_hash(frozen_root)
         for rel, digest in st["inputs"].items():
             assert not rel.startswith("/") and _sha(tmp_path / rel) == digest
         assert "reported.yaml" in st["inputs"]

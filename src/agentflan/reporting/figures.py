@@ -2,7 +2,9 @@
 
 Determinism: the Agg backend, a fixed figure size and dpi, fixed rc parameters, no error bars
 (seaborn's bootstrap is random), and ``metadata={"Software": None}`` so the PNG carries neither a
-version string nor a timestamp. Same summaries -> same bytes.
+version string nor a timestamp. Same summaries -> same bytes. The one text chunk is the
+provenance stamp (``agentflan-provenance``: code hash, config subset, package versions, input
+hashes; :mod:`agentflan.provenance`), which holds no time, host or absolute path either.
 """
 from __future__ import annotations
 
