@@ -53,7 +53,7 @@ from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Callable
 
-from .io import DataError, dumps, write_json
+from .io import AppendLog, DataError, dumps, write_json
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 BASE_URL_ENV = "OPENAI_BASE_URL"
@@ -113,7 +113,7 @@ def run_date() -> str:
     return _dt.datetime.now(_dt.timezone.utc).date().isoformat()
 
 
-class ApiCache:
+class ApiCache(AppendLog):
     """Every reply paid for, one JSON line each (sorted keys):
     ``{"id", "request", "settings", "reply", "served_model", "finish_reason", "date"}`` (``date``:
     the UTC day the reply was paid for).
@@ -125,7 +125,7 @@ class ApiCache:
     file is not removed after the predictions are written."""
 
     def __init__(self, path: str | os.PathLike, settings_key: str):
-        self.path = Path(path)
+        super().__init__(path)
         self.settings_key = settings_key
         self.entries: dict[tuple[str, str, str], tuple[str, str, str | None, str]] = {}
         self.lines = 0
@@ -134,7 +134,6 @@ class ApiCache:
         self.served: Counter[str] = Counter()   # served model of every reply handed out or added
         self.dates: Counter[str] = Counter()    # and the day it was paid for
         self.finishes: Counter[str] = Counter()  # and why it ended ("stop", "length", ...)
-        self._fd: int | None = None
         if self.path.exists():
             self._read()
             if self.torn:
@@ -194,16 +193,10 @@ class ApiCache:
         UTC), then fsync."""
         if not rows:
             return
-        if self._fd is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         today = run_date()
         items = [((rid, req, self.settings_key), (reply, served, finish, today))
                  for rid, req, reply, served, finish in rows]
-        view = memoryview("".join(self._line(k, v) for k, v in items).encode("utf-8"))
-        while view:
-            view = view[os.write(self._fd, view):]
-        os.fsync(self._fd)
+        self._append_text("".join(self._line(k, v) for k, v in items))
         for key, value in items:
             self.entries.setdefault(key, value)
             self.served[value[1]] += 1
@@ -216,17 +209,6 @@ class ApiCache:
         mine = sum(1 for k in self.entries if k[2] == self.settings_key)
         return (f"API cache {self.path.name}: {len(self.entries)} replies, {mine} under these settings, "
                 f"{self.torn} torn last line dropped")
-
-    def close(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
-
-    def __enter__(self) -> "ApiCache":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
 
 _NOTHING = object()

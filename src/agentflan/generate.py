@@ -26,7 +26,7 @@ import os
 from pathlib import Path
 from typing import Callable
 
-from .io import DataError, dumps, sha256_file
+from .io import AppendLog, DataError, dumps, sha256_file
 from .template import ASSISTANT_STOP, SegmentTokenizer
 
 SIDE_SUFFIX = ".partial.jsonl"
@@ -80,7 +80,7 @@ def model_identity(model_path: str, workers: int = 8) -> dict[str, str]:
     return {f.name: h for f, h in zip(files, digests)}
 
 
-class ResumeLog:
+class ResumeLog(AppendLog):
     """The side file of finished replies: one JSON line per reply,
     ``{"id", "prompt", "reply", "settings"}`` (sorted keys).
 
@@ -91,7 +91,7 @@ class ResumeLog:
     Appending: one ``os.write`` of whole lines per batch, then ``fsync``."""
 
     def __init__(self, path: str | os.PathLike, settings_key: str):
-        self.path = Path(path)
+        super().__init__(path)
         self.settings_key = settings_key
         self.entries: dict[tuple[str, str], str] = {}
         self.lines = 0          # complete lines read
@@ -99,7 +99,6 @@ class ResumeLog:
         self.torn = 0           # torn last line (0 or 1)
         self.duplicates = 0     # repeated keys (the first is kept)
         self.used = 0           # replies handed out by get()
-        self._fd: int | None = None
         if self.path.exists():
             self._read()
             if self.stale or self.torn or self.duplicates:
@@ -160,15 +159,7 @@ class ResumeLog:
         """Append ``(id, prompt hash, reply)`` rows as whole lines, then flush to disk."""
         if not rows:
             return
-        if self._fd is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        data = "".join(self._line(*r) for r in rows).encode("utf-8")
-        view = memoryview(data)
-        while view:
-            n = os.write(self._fd, view)
-            view = view[n:]
-        os.fsync(self._fd)
+        self._append_text("".join(self._line(*r) for r in rows))
         for rid, prompt, reply in rows:
             self.entries.setdefault((rid, prompt), reply)
 
@@ -177,17 +168,6 @@ class ResumeLog:
             return f"no side file ({self.path.name}), generating from scratch"
         return (f"side file {self.path.name}: {len(self.entries)} replies usable, {self.stale} stale "
                 f"(other settings), {self.torn} torn last line dropped")
-
-    def close(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
-
-    def __enter__(self) -> "ResumeLog":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
 
 class Generator:

@@ -354,6 +354,36 @@ def read_jsonl(path: str | os.PathLike) -> list[Any]:
     return [obj for _, obj in iter_jsonl(path)]
 
 
+class AppendLog:
+    """A file that only grows by whole lines: opened lazily in append mode, each append one
+    ``os.write`` loop of whole lines followed by ``fsync``, so a kill leaves at most a torn last
+    line (the readers of such files drop it). Used for the resume side files of long jobs."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self._fd: int | None = None
+
+    def _append_text(self, text: str) -> None:
+        if self._fd is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        view = memoryview(text.encode("utf-8"))
+        while view:
+            view = view[os.write(self._fd, view):]
+        os.fsync(self._fd)
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:
