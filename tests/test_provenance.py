@@ -221,3 +221,44 @@ def test_config_subset_drops_paths_and_credentials(tmp_path, monkeypatch):
     assert "sk-" not in json.dumps(sub)
     # A model named by its hub id (no such local path) is configuration, not an input.
     assert prov.config_subset({"model": "meta-llama/Llama-2-7b-hf"}) == {"model": "meta-llama/Llama-2-7b-hf"}
+
+
+def test_score_and_summarize_stamp_their_results(tmp_path, monkeypatch, frozen_root):
+    from agentflan.io import write_json, write_jsonl
+    monkeypatch.chdir(tmp_path)
+    write_jsonl("eval/gsm8k.jsonl", [{"id": "gsm8k/0", "benchmark": "gsm8k", "subset": "main",
+                                      "messages": [{"role": "user", "content": "3 + 4?"}],
+                                      "reference": {"answer": "7"}, "meta": {}}])
+    write_jsonl("res/m-xs/gsm8k.predictions.jsonl", [{"id": "gsm8k/0", "prediction": "It is 7"}])
+    stages.score(model_id="m-xs", items={"gsm8k": "eval/gsm8k.jsonl"},
+                 predictions={"gsm8k": "res/m-xs/gsm8k.predictions.jsonl"}, options={},
+                 out={"gsm8k": "res/m-xs/gsm8k.scores.json"}, per_sample={"gsm8k": "res/m-xs/gsm8k.per_sample.jsonl"})
+    sc = json.loads(Path("res/m-xs/gsm8k.scores.json").read_text())
+    assert sc["metrics"] == {"accuracy": 100.0}
+    st = sc["provenance"]
+    assert st["config"] == {"model_id": "m-xs", "options": {}}
+    assert st["inputs"] == {"eval/gsm8k.jsonl": _sha(tmp_path / "eval/gsm8k.jsonl"),
+                            "res/m-xs/gsm8k.predictions.jsonl": _sha(tmp_path / "res/m-xs/gsm8k.predictions.jsonl")}
+    assert json.loads(Path("res/m-xs/gsm8k.per_sample.jsonl.provenance.json").read_text()) == st
+
+    write_json("card.json", {"files": {}})
+    write_jsonl("react.jsonl", [{"id": "r1", "turns": [{"role": "user", "content": "Find it"},
+                                                        {"role": "assistant", "content": "Action: s\nAction Input: {}"}]}])
+    write_jsonl("chat.jsonl", [{"id": "c1", "turns": [{"role": "user", "content": "Find it"},
+                                                       {"role": "assistant", "content": "ok"}]}])
+    stages.summarize(scores=["res/m-xs/gsm8k.scores.json"], models={"m-xs": {"size": "xs"}}, ablation_stats=[],
+                     metrics=[], train_configs=[], card_json="card.json", experiments={"run": "t", "preset": "miniature"},
+                     example_source={"react_path": "react.jsonl", "chat_path": "chat.jsonl"}, out_dir="summary")
+    summary = sorted(p.name for p in Path("summary").iterdir())
+    results = [n for n in summary if not n.endswith(".provenance.json")]
+    assert sorted(f"{n}.provenance.json" for n in results) == sorted(set(summary) - set(results))
+    side = {n: json.loads(Path("summary", f"{n}.provenance.json").read_text()) for n in results}
+    assert side["scores.csv"]["inputs"] == {"res/m-xs/gsm8k.scores.json": _sha(tmp_path / "res/m-xs/gsm8k.scores.json")}
+    assert side["examples.json"]["inputs"] == {"chat.jsonl": _sha(tmp_path / "chat.jsonl"),
+                                               "react.jsonl": _sha(tmp_path / "react.jsonl")}
+    assert side["experiments.json"]["inputs"] == {}
+    assert side["data_card.json"]["inputs"] == {"card.json": _sha(tmp_path / "card.json")}
+    assert side["models.csv"]["config"]["models"] == {"m-xs": {"size": "xs"}}
+    # The summaries themselves are unchanged: no provenance column or key.
+    assert Path("summary/scores.csv").read_text().splitlines()[0] == "model_id,benchmark,metric,value"
+    assert "provenance" not in json.loads(Path("summary/experiments.json").read_text())
