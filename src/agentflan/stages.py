@@ -165,6 +165,7 @@ def _load_converted(converted_dir: str) -> dict[str, list[dict]]:
     return {p.stem: read_jsonl(p) for p in sorted(Path(converted_dir).glob("*.jsonl"))}
 
 
+@_stamped
 def card(converted_dir: str, sharegpt_path: str, tokenizer_dir: str, max_length: int, out_json: str,
          out_md: str, provenance: dict, token_counts: str | None = None) -> None:
     from .convert import build_card, load_skipped
@@ -174,6 +175,8 @@ def card(converted_dir: str, sharegpt_path: str, tokenizer_dir: str, max_length:
     counts = load_for(token_counts, tokenizer_dir, max_length)
     build_card(converted, LazyTemplateTokenizer(tokenizer_dir), max_length, Path(out_json),
                Path(out_md), provenance, skipped=load_skipped(Path(converted_dir)), counts=counts)
+    # The card's own "provenance" key is the data's origin (the rule's parameter): the stamp is a sidecar.
+    prov.write_sidecar(out_json, _prov(converted_dir, sharegpt_path, tokenizer_dir))
     if counts is not None:
         print(f"[card] token counts from {token_counts}; {counts.fallbacks} records tokenised again")
 
