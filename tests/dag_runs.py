@@ -35,14 +35,14 @@ KILL_PHASES = ("data", "train", "generate", "report")
 
 
 def smoke_config(workdir: Path) -> Path:
-    """The embedded miniature at one model size and one data fraction; tables/figures inside workdir."""
+    """The embedded miniature at one model size and one data fraction; tables and figures in workdir."""
     config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
     config["run"] = RUN
     main = config["models"]["main_size"]
     config["models"]["sizes"] = {main: config["models"]["sizes"][main]}
     config.setdefault("ablations", {})["fractions"] = [0.25]
-    config["tables_dir"] = str(workdir / "paper_tables")
-    config["figures_dir"] = str(workdir / "figures")
+    config["tables_dir"] = "paper_tables"  # relative to --directory, as in config/config.yaml
+    config["figures_dir"] = "figures"
     path = workdir / "smoke.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
@@ -81,8 +81,9 @@ def reference_run(tmp_path_factory) -> tuple[Path, Path]:
 # ----------------------------------------------------------------------------- artifacts
 def artifact_files(workdir: Path) -> dict[str, Path]:
     """Every data/result artifact, table and figure of a run, by path relative to workdir. Left out:
-    logs and benchmarks (times), Snakemake's state, temporary files of atomic writes and training
-    checkpoints (neither is an output)."""
+    logs and benchmarks (times), Snakemake's state, temporary files of atomic writes, training
+    checkpoints and generation's resume side files (``*.partial.jsonl``, append-only with a torn
+    last line allowed by design, removed when the job completes): none of them is an output."""
     out = {}
     for top in (f"data/{RUN}", f"results/{RUN}", "paper_tables", "figures"):
         base = workdir / top
@@ -92,7 +93,7 @@ def artifact_files(workdir: Path) -> dict[str, Path]:
             rel = p.relative_to(workdir)
             if not p.is_file() or any(part.startswith(".") or part.endswith(".tmp") for part in rel.parts):
                 continue
-            if rel.parts[:3] == ("results", RUN, "checkpoints"):
+            if rel.parts[:3] == ("results", RUN, "checkpoints") or p.name.endswith(".partial.jsonl"):
                 continue
             out[str(rel)] = p
     return out
@@ -161,7 +162,6 @@ def running_outputs(workdir: Path) -> list[str]:
 
 def _phase_running(workdir: Path, phase: str) -> str | None:
     """The output that shows ``phase`` under way now, or None."""
-    tables, figures = str(workdir / "paper_tables"), str(workdir / "figures")
     for out in running_outputs(workdir):
         path = out if os.path.isabs(out) else str(workdir / out)
         rel = os.path.relpath(path, workdir)
@@ -175,7 +175,7 @@ def _phase_running(workdir: Path, phase: str) -> str | None:
                 return rel
         if phase == "generate" and rel.startswith(f"results/{RUN}/eval/") and rel.endswith(".predictions.jsonl"):
             return rel
-        if phase == "report" and (path.startswith(tables) or path.startswith(figures)):
+        if phase == "report" and rel.split("/")[0] in ("paper_tables", "figures"):
             return rel
     return None
 
