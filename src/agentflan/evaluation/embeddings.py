@@ -144,6 +144,10 @@ class Embedder:
         self._model = model
         return model
 
+    def clear_cache(self) -> None:
+        """Forget every embedding (a scoring job starts empty, so its values depend on its strings only)."""
+        self._cache.clear()
+
     def prepare(self, texts: Iterable[str]) -> None:
         """Embed every not yet cached string (sorted, in batches) and cache the vectors."""
         todo = sorted({str(t) for t in texts} - set(self._cache))
