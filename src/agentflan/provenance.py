@@ -226,3 +226,9 @@ def log_revision(prefix: str = "[provenance]") -> None:
     except (OSError, subprocess.SubprocessError):
         commit = "unknown"
     print(f"{prefix} code_hash {_cached_code_hash()} git commit {commit}", flush=True)
+
+
+if __name__ == "__main__":   # python -m agentflan.provenance: the checkout's code hash and versions
+    print(f"code_hash {code_hash()}")
+    for _name, _version in package_versions().items():
+        print(f"{_name} {_version}")
