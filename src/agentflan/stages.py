@@ -181,12 +181,13 @@ def card(converted_dir: str, sharegpt_path: str, tokenizer_dir: str, max_length:
         print(f"[card] token counts from {token_counts}; {counts.fallbacks} records tokenised again")
 
 
-def token_counts(converted_dir: str, sharegpt_path: str, tokenizer_dir: str, max_length: int, out: str) -> None:
+def token_counts(converted_dir: str, sharegpt_path: str, tokenizer_dir: str, max_length: int, out: str,
+                 workers: int = 1) -> None:
     """Tokenise every converted and ShareGPT record once; per-turn counts for stats and card."""
     from .tokcache import build
     converted = _load_converted(converted_dir)
     records = [r for stem in sorted(converted) for r in converted[stem]] + read_jsonl(sharegpt_path)
-    print(f"[token_counts] {build(records, tokenizer_dir, max_length, out)}")
+    print(f"[token_counts] {build(records, tokenizer_dir, max_length, out, workers=workers)}")
 
 
 @_stamped
@@ -330,8 +331,12 @@ def score(model_id: str, items: dict, predictions: dict, options: dict, out: dic
         metrics, rows = run_score(benchmark, read_jsonl(items[benchmark]), read_jsonl(predictions[benchmark]),
                                   options.get(benchmark, {}))
         stamp = _prov(items[benchmark], predictions[benchmark])
-        write_json(out[benchmark], {"benchmark": benchmark, "model_id": model_id, "n": len(rows), "metrics": metrics,
-                                    "provenance": stamp})
+        record = {"benchmark": benchmark, "model_id": model_id, "n": len(rows), "metrics": metrics,
+                  "provenance": stamp}
+        if benchmark == "teval":    # protocol, files, similarity model and its weights' sha256
+            from .evaluation.teval import scoring_info
+            record["scoring"] = scoring_info(options.get(benchmark, {}))
+        write_json(out[benchmark], record)
         write_jsonl(per_sample[benchmark], rows)
         prov.write_sidecar(per_sample[benchmark], stamp)
 
@@ -355,6 +360,15 @@ def summarize(scores: list[str], models: dict, ablation_stats: list[str], metric
                              "value": value})
     _write_csv(pd.DataFrame(rows, columns=["model_id", "benchmark", "metric", "value"]), out / "scores.csv",
                *sorted(scores))
+    # how each score was computed where it depends on more than the predictions (T-Eval: protocol,
+    # files, similarity model and its sha256), {benchmark: {model_id: info}}, printed in table notes
+    scoring: dict = {}
+    for path in sorted(scores):
+        s = read_json(path)
+        if isinstance(s.get("scoring"), dict):
+            scoring.setdefault(s["benchmark"], {})[s["model_id"]] = s["scoring"]
+    write_json(out / "scoring.json", scoring)
+    prov.write_sidecar(out / "scoring.json", _prov(*sorted(scores)))
     _write_csv(pd.DataFrame([{"model_id": k, **v} for k, v in sorted(models.items())]), out / "models.csv")
     st_rows = []
     for path in sorted(ablation_stats):

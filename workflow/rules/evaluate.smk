@@ -38,12 +38,34 @@ rule generate:
         stage("generate")
 
 
+def _teval_model_source():
+    """The data.sources name of T-Eval's sentence-embedding model ({source: NAME}), else None."""
+    spec = config["evaluation"]["benchmarks"].get("teval", {}).get("similarity_model")
+    return spec["source"] if isinstance(spec, dict) and "source" in spec else None
+
+
+def _score_options():
+    """evaluation.benchmarks, with a T-Eval similarity model given as a data source resolved to
+    its local snapshot (path) and the lock holding the sha256 of its weights."""
+    opts = json.loads(json.dumps(config["evaluation"]["benchmarks"]))
+    source = _teval_model_source()
+    if source is not None:
+        spec = config["data"]["sources"].get(source)
+        if spec is None:
+            raise ValueError(f"evaluation.benchmarks.teval.similarity_model: no data.sources.{source}")
+        opts["teval"]["similarity_model"] = {"source": source, "name": spec["repo_id"],
+                                             "path": f"{DATA}/raw/{spec['repo_id']}",
+                                             "lock": f"{DATA}/sources.lock.json"}
+    return opts
+
+
 rule score:
     conda:
         "../../envs/workflow.yaml"
     input:
         eval_items=expand(f"{DATA}/eval/{{benchmark}}.jsonl", benchmark=BENCHMARKS),
         predictions=[f"{RESULTS}/eval/{{model}}/{b}.predictions.jsonl" for b in BENCHMARKS],
+        similarity_model=[f"{DATA}/raw/{_teval_model_source()}.manifest.json"] if _teval_model_source() else [],
     output:
         scores=[f"{RESULTS}/eval/{{model}}/{b}.scores.json" for b in BENCHMARKS],
         per_sample=[f"{RESULTS}/eval/{{model}}/{b}.per_sample.jsonl" for b in BENCHMARKS],
@@ -52,7 +74,7 @@ rule score:
             model_id=wc.model,
             items={b: f"{DATA}/eval/{b}.jsonl" for b in BENCHMARKS},
             predictions=_eval_paths(wc.model, "predictions.jsonl"),
-            options=config["evaluation"]["benchmarks"],
+            options=_score_options(),
             out=_eval_paths(wc.model, "scores.json"),
             per_sample=_eval_paths(wc.model, "per_sample.jsonl"),
         ),

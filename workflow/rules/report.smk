@@ -6,7 +6,7 @@ TABLE_IDS = [f"table{i}" for i in range(1, 7)]
 FIGURE_IDS = [f"fig{i}" for i in range(1, 9)]
 SUMMARY = f"{RESULTS}/summary"
 SUMMARY_FILES = ["scores.csv", "models.csv", "ablation_stats.csv", "train_curves.csv", "train_config.csv",
-                 "data_card.json", "experiments.json", "examples.json"]
+                 "data_card.json", "experiments.json", "examples.json", "scoring.json"]
 
 
 TRAIN_LOGGED = [m for m in MODEL_IDS if not (m.startswith("base-") and not config["models"]["pretrain"]["enabled"])]

@@ -634,6 +634,32 @@ def _agenth_notes(s: Summary, model_ids: list[str]) -> list[str]:
     return notes
 
 
+def _teval_notes(s: Summary) -> list[str]:
+    """How the run's T-Eval scores were computed (summary/scoring.json, from the score files):
+    protocol, data files, similarity model and the sha256 of its weights."""
+    if not (s.dir / "scoring.json").is_file():
+        return ["T-Eval scoring details were not recorded (no scoring.json in the summary)."]
+    path = s.path("scoring.json")
+    data = read_json(path)
+    per_model = data.get("teval") if isinstance(data, dict) else None
+    if not isinstance(per_model, dict) or not per_model:
+        return [f"T-Eval scoring details were not recorded (no teval entry in {path.name})."]
+    groups: dict[str, list[str]] = {}
+    for mid, info in sorted(per_model.items()):
+        if not isinstance(info, dict):
+            raise DataError(path, "teval entry is not an object", record=mid)
+        sha = info.get("similarity_model_sha256")
+        text = (f"T-Eval protocol {info.get('protocol')} ({'plan threshold ' + fmt_plain(info.get('plan_threshold'))}), "
+                f"{info.get('files')} data files, similarity {info.get('similarity_model')}"
+                + (f" (model.safetensors sha256 {sha})" if sha else "")
+                + ("" if info.get("similarity") != "bow" else ": a labelled fallback, not T-Eval's metric")
+                + ("; outputs cleaned with T-Eval's split_special_tokens" if info.get("clean_up") else ""))
+        groups.setdefault(text, []).append(mid)
+    if len(groups) == 1:
+        return [next(iter(groups)) + "."]
+    return [f"{text} [{', '.join(mids)}]." for text, mids in groups.items()]
+
+
 # --------------------------------------------------------------------------------------------
 # Table 4
 # --------------------------------------------------------------------------------------------
@@ -839,6 +865,8 @@ def make_table(table_id: str, summary_dir: str | Path, reported_path: str | Path
     s = Summary(summary_dir)
     entries = rep.load_reported(reported_path)
     t = BUILDERS[table_id](s, entries)
+    if "T-Eval" in t.columns and any(c == "T-Eval" and cell["ours"] for (_, c), cell in t.cells.items()):
+        t.footnotes += _teval_notes(s)
     if table_id == "table1":
         md = _md_table1(s, t)
     else:
