@@ -165,8 +165,9 @@ def test_cache_file_is_deterministic_and_independent_of_order(fixture_corpus, ll
     seg_tok = TemplateTokenizer(llama2_tokenizer)
     write_counts(tmp_path / "a", build_rows(records, seg_tok, 512), "h", 512)
     write_counts(tmp_path / "b", build_rows(records[::-1] + records[:3], seg_tok, 512), "h", 512)
+    write_counts(tmp_path / "c", build_rows(records, seg_tok, 512, batch=3, workers=2), "h", 512)
     a = (tmp_path / "a").read_bytes()
-    assert a == (tmp_path / "b").read_bytes()
+    assert a == (tmp_path / "b").read_bytes() == (tmp_path / "c").read_bytes()
     head = json.loads(a.splitlines()[0])
     assert head["records"] == len({record_key(r) for r in records}) and head["max_length"] == 512
     assert set(head) == {"columns", "format", "max_length", "records", "tokenizer_sha256"}

@@ -37,6 +37,7 @@ File format (JSON lines, canonical JSON, rows sorted by key, no paths or times):
 from __future__ import annotations
 
 import hashlib
+import multiprocessing as mp
 import os
 from pathlib import Path
 
@@ -119,7 +120,7 @@ def _window(n_text_tokens: int, bos: int, max_length: int | None) -> np.ndarray:
     return pos < max_length if max_length is not None else np.ones(n_text_tokens, dtype=bool)
 
 
-def _row(record: dict, ids: list[int], anchors: np.ndarray, ends: np.ndarray, bos: int,
+def _row(record: dict, real: _Layout, ids: list[int], anchors: np.ndarray, ends: np.ndarray, bos: int,
          max_length: int | None) -> dict:
     lay, turn_of = _layout(record, all_trained=True)
     trained, seg = _trained_tokens(lay, anchors, ends)
@@ -134,7 +135,6 @@ def _row(record: dict, ids: list[int], anchors: np.ndarray, ends: np.ndarray, bo
     t = [[i, int(caps[i]), *(int(c[i]) for c in cols)] for i in range(n_turns) if cols[0][i]]
     row = {"n": len(ids) + bos, "t": t}
     # Check against the record's own mask: labels from the same tokens with the real layout.
-    real, _ = _layout(record, all_trained=False)
     r_trained, r_seg = _trained_tokens(real, anchors, ends)
     got = derive(row, record)
     want_caps = np.bincount(real.capability[r_seg[r_trained & inwin]], minlength=len(CAPABILITY_IDS))
@@ -160,25 +160,54 @@ def derive(row: dict, record: dict) -> tuple[int, int, int, dict[int, int]]:
     return row["n"], full, win, by_cap
 
 
+# What forked workers of build_rows share (set before the pool forks, read in the children).
+_SHARED: dict = {}
+
+
+def _rows_of(records: list[dict], seg_tok: TemplateTokenizer, max_length: int | None) -> dict[str, dict]:
+    """Cache rows of distinct records, tokenised in one batched tokenizer call."""
+    bos = 1 if seg_tok.add_bos else 0
+    rows: dict[str, dict] = {}
+    lays = [_layout(r, all_trained=False)[0] for r in records]
+    for rec, lay, (ids, offs) in zip(records, lays, seg_tok._call([lay.text for lay in lays])):
+        try:
+            done = (list(ids), *_anchors(offs, len(lay.text)))
+            ids, anchors, ends = seg_tok._pieces(lay.text, lay.cuts, True, done)
+        except ValueError as e:
+            raise ValueError(f"record {rec.get('id')!r}: {e}") from None
+        rows[record_key(rec)] = _row(rec, lay, ids, anchors, ends, bos, max_length)
+    return rows
+
+
+def _worker(span: tuple[int, int]) -> tuple[dict[str, dict], int]:
+    seg_tok, records, max_length = _SHARED["seg_tok"], _SHARED["records"], _SHARED["max_length"]
+    before = seg_tok.split_texts
+    rows = _rows_of(records[span[0]:span[1]], seg_tok, max_length)
+    return rows, seg_tok.split_texts - before
+
+
 def build_rows(records: list[dict], seg_tok: TemplateTokenizer, max_length: int | None,
-               batch: int = BATCH) -> dict[str, dict]:
-    """One cache row per distinct record key, every distinct record tokenised once."""
+               batch: int = BATCH, workers: int = 1) -> dict[str, dict]:
+    """One cache row per distinct record key, every distinct record tokenised once; ``workers``
+    forked processes share the batches (the rows do not depend on how they are shared)."""
     todo: dict[str, dict] = {}
     for r in records:
         todo.setdefault(record_key(r), r)
-    keys = list(todo)
-    bos = 1 if seg_tok.add_bos else 0
+    distinct = list(todo.values())
+    spans = [(k, min(k + batch, len(distinct))) for k in range(0, len(distinct), batch)]
     rows: dict[str, dict] = {}
-    for k in range(0, len(keys), batch):
-        chunk = keys[k:k + batch]
-        lays = [_layout(todo[key], all_trained=False)[0] for key in chunk]
-        for key, lay, (ids, offs) in zip(chunk, lays, seg_tok._call([lay.text for lay in lays])):
-            try:
-                done = (list(ids), *_anchors(offs, len(lay.text)))
-                ids, anchors, ends = seg_tok._pieces(lay.text, lay.cuts, True, done)
-            except ValueError as e:
-                raise ValueError(f"record {todo[key].get('id')!r}: {e}") from None
-            rows[key] = _row(todo[key], ids, anchors, ends, bos, max_length)
+    if workers > 1 and len(spans) > 1 and "fork" in mp.get_all_start_methods():
+        _SHARED.update(seg_tok=seg_tok, records=distinct, max_length=max_length)
+        try:
+            with mp.get_context("fork").Pool(min(workers, len(spans))) as pool:
+                for part, split in pool.imap_unordered(_worker, spans):
+                    rows.update(part)
+                    seg_tok.split_texts += split
+        finally:
+            _SHARED.clear()
+        return rows
+    for a, b in spans:
+        rows.update(_rows_of(distinct[a:b], seg_tok, max_length))
     return rows
 
 
@@ -240,11 +269,11 @@ class TokenCounts:
 
 
 def build(records: list[dict], tokenizer_dir: str | os.PathLike, max_length: int | None,
-          out: str | os.PathLike) -> dict:
+          out: str | os.PathLike, workers: int = 1) -> dict:
     """Tokenise ``records`` once and write the cache; returns a summary for the log."""
     from .modeling import load_tokenizer
     seg_tok = TemplateTokenizer(load_tokenizer(str(tokenizer_dir)))
-    rows = build_rows(records, seg_tok, max_length)
+    rows = build_rows(records, seg_tok, max_length, workers=workers)
     write_counts(out, rows, tokenizer_hash(tokenizer_dir), max_length)
     return {"records": len(records), "distinct": len(rows), "inexact": sum(not r["x"] for r in rows.values()),
             "split_texts": seg_tok.split_texts}
