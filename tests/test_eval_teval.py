@@ -559,3 +559,17 @@ def test_model_sha256_from_the_sources_lock(tmp_path):
         embeddings.resolve_model({**spec, "name": "other/model"})
     with pytest.raises(ValueError, match="not resolved"):
         embeddings.resolve_model({"source": "sbert"})
+
+
+def test_table_notes_print_the_scoring_of_the_score_files(tmp_path):
+    from agentflan.reporting import tables
+    info = teval.scoring_info({"protocol": "v1", "similarity_model": MINILM})
+    (tmp_path / "scoring.json").write_text(json.dumps({"teval": {"agentflan-xs": info, "react-xs": info}}))
+    notes = tables._teval_notes(tables.Summary(tmp_path))
+    assert len(notes) == 1
+    assert "protocol v1 (plan threshold 0.7), full data files" in notes[0]
+    assert "sentence-transformers/all-MiniLM-L6-v2" in notes[0] and info["similarity_model_sha256"] in notes[0]
+    other = teval.scoring_info(BOW)
+    (tmp_path / "scoring.json").write_text(json.dumps({"teval": {"agentflan-xs": info, "react-xs": other}}))
+    notes = tables._teval_notes(tables.Summary(tmp_path))
+    assert len(notes) == 2 and "[react-xs]" in notes[1] and "fallback" in notes[1]
