@@ -115,7 +115,7 @@ def test_models_load_and_save_only_safetensors():
 
 # ------------------------------------------------------------------------------ 4. no shell from data
 
-SUBPROCESS_ALLOWED = {"evaluation/general.py", "determinism.py"}
+SUBPROCESS_ALLOWED = {"evaluation/general.py", "determinism.py", "provenance.py"}
 
 
 def test_no_shell_execution_in_src():
