@@ -210,6 +210,11 @@ def test_bad_cache_files_fail_with_one_line(fixture_corpus, llama2_tokenizer, tm
     bad.write_text("\n".join(lines[:-1]) + "\n")
     with pytest.raises(DataError, match="header says 5 records, file holds 4"):
         TokenCounts.load(bad)
+    bad.write_text(lines[0] + "\n{not json\n")
+    with pytest.raises(DataError, match=r"bad\.jsonl:2: not valid JSON"):
+        TokenCounts.load(bad)
+    with pytest.raises(DataError, match="file not found"):
+        TokenCounts.load(tmp_path / "missing.jsonl")
     bad.write_text('{"x": 1}\n')
     with pytest.raises(DataError, match=r":1: not a token-counts file"):
         TokenCounts.load(bad)

@@ -24,7 +24,6 @@ to ``sharegpt_ratio`` × the agent part).
 """
 from __future__ import annotations
 
-import copy
 import hashlib
 import math
 import random
@@ -51,10 +50,15 @@ def _unit(seed: int, *parts) -> float:
     return int.from_bytes(h[:8], "big") / 2 ** 64
 
 
+def _copy_turns(rec: dict) -> dict:
+    """A copy of ``rec`` whose turn dicts (the only thing the weights change) are its own."""
+    return {**rec, "turns": [dict(t) for t in rec["turns"]]}
+
+
 def apply_weights_mask(records: list[dict], weights: dict, seed: int) -> list[dict]:
     out = []
     for rec in records:
-        rec = copy.deepcopy(rec)
+        rec = _copy_turns(rec)
         for i, t in enumerate(rec["turns"]):
             cap = t.get("capability")
             if t["train"] and cap is not None:
@@ -73,10 +77,10 @@ def apply_weights_sample(records: list[dict], weights: dict, seed: int) -> list[
         caps = sorted({t["capability"] for t in rec["turns"] if t["train"] and t.get("capability")})
         untagged = any(t["train"] and not t.get("capability") for t in rec["turns"])
         if not caps:
-            out.append(copy.deepcopy(rec))
+            out.append(_copy_turns(rec))
             continue
         if untagged:  # trained turns outside the decomposition keep one view of their own
-            view = copy.deepcopy(rec)
+            view = _copy_turns(rec)
             for t in view["turns"]:
                 t["train"] = t["train"] and not t.get("capability")
             view["id"] = f"{rec['id']}#other"
@@ -85,7 +89,7 @@ def apply_weights_sample(records: list[dict], weights: dict, seed: int) -> list[
             w = float(weights.get(cap, 1.0))
             copies = math.floor(w) + (1 if _unit(seed, "sample", rec["id"], cap) < w - math.floor(w) else 0)
             for k in range(copies):
-                view = copy.deepcopy(rec)
+                view = _copy_turns(rec)
                 for t in view["turns"]:
                     t["train"] = t["train"] and t.get("capability") == cap
                 view["id"] = f"{rec['id']}#{cap}" + (f"#{k}" if k else "")

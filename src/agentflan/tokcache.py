@@ -37,13 +37,14 @@ File format (JSON lines, canonical JSON, rows sorted by key, no paths or times):
 from __future__ import annotations
 
 import hashlib
+import json
 import multiprocessing as mp
 import os
 from pathlib import Path
 
 import numpy as np
 
-from .io import DataError, atomic_open, dumps, iter_jsonl
+from .io import DataError, atomic_open, dumps
 from .template import CAPABILITY_IDS, PART_IDS, TemplateTokenizer, _anchors, _Layout, segments
 
 FORMAT = "agentflan-token-counts/1"
@@ -73,11 +74,10 @@ def is_general(record: dict) -> bool:
 def record_key(record: dict) -> str:
     """sha256 of what fixes a record's tokens and their categories: roles, contents, capabilities
     and the general flag (train flags excluded: they select turns at lookup)."""
-    h = hashlib.sha256(b"G" if is_general(record) else b"A")
+    parts = ["G" if is_general(record) else "A"]
     for t in record["turns"]:
-        h.update(b"\x1e" + t["role"].encode() + b"\x1f" + str(t.get("capability") or "").encode()
-                 + b"\x1f" + t["content"].encode("utf-8", "surrogatepass"))
-    return h.hexdigest()
+        parts += (t["role"], str(t.get("capability") or ""), str(len(t["content"])), t["content"])
+    return hashlib.sha256("\x1f".join(parts).encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def trained_turns(record: dict) -> list[int]:
@@ -120,9 +120,9 @@ def _window(n_text_tokens: int, bos: int, max_length: int | None) -> np.ndarray:
     return pos < max_length if max_length is not None else np.ones(n_text_tokens, dtype=bool)
 
 
-def _row(record: dict, real: _Layout, ids: list[int], anchors: np.ndarray, ends: np.ndarray, bos: int,
-         max_length: int | None) -> dict:
-    lay, turn_of = _layout(record, all_trained=True)
+def _row(record: dict, lay: _Layout, turn_of: np.ndarray, ids: list[int], anchors: np.ndarray,
+         ends: np.ndarray, bos: int, max_length: int | None) -> dict:
+    """The cache row of ``record`` from its tokens and its layout with every assistant turn trained."""
     trained, seg = _trained_tokens(lay, anchors, ends)
     inwin = _window(len(ids), bos, max_length)
     turn = turn_of[seg]
@@ -134,8 +134,14 @@ def _row(record: dict, real: _Layout, ids: list[int], anchors: np.ndarray, ends:
     caps[turn[trained]] = lay.capability[seg[trained]]
     t = [[i, int(caps[i]), *(int(c[i]) for c in cols)] for i in range(n_turns) if cols[0][i]]
     row = {"n": len(ids) + bos, "t": t}
-    # Check against the record's own mask: labels from the same tokens with the real layout.
-    r_trained, r_seg = _trained_tokens(real, anchors, ends)
+    # Check against the record's own mask: labels from the same tokens with the real layout (the
+    # same layout when the record trains every assistant turn).
+    own = [t["role"] == "assistant" and bool(t.get("train")) for t in record["turns"]]
+    if own == [t["role"] == "assistant" for t in record["turns"]]:
+        real, r_trained, r_seg = lay, trained, seg
+    else:
+        real = _layout(record, all_trained=False)[0]
+        r_trained, r_seg = _trained_tokens(real, anchors, ends)
     got = derive(row, record)
     want_caps = np.bincount(real.capability[r_seg[r_trained & inwin]], minlength=len(CAPABILITY_IDS))
     want = (int(r_trained.sum()), int((r_trained & inwin).sum()),
@@ -164,18 +170,20 @@ def derive(row: dict, record: dict) -> tuple[int, int, int, dict[int, int]]:
 _SHARED: dict = {}
 
 
-def _rows_of(records: list[dict], seg_tok: TemplateTokenizer, max_length: int | None) -> dict[str, dict]:
-    """Cache rows of distinct records, tokenised in one batched tokenizer call."""
+def _rows_of(keyed: list[tuple[str, dict]], seg_tok: TemplateTokenizer, max_length: int | None) -> dict[str, dict]:
+    """Cache rows of distinct ``(key, record)`` pairs, tokenised in one batched tokenizer call."""
+    records = [r for _, r in keyed]
     bos = 1 if seg_tok.add_bos else 0
     rows: dict[str, dict] = {}
-    lays = [_layout(r, all_trained=False)[0] for r in records]
-    for rec, lay, (ids, offs) in zip(records, lays, seg_tok._call([lay.text for lay in lays])):
+    # The text and the cuts do not depend on train flags: the all-trained layout serves for both.
+    lays = [_layout(r, all_trained=True) for r in records]
+    for (key, rec), (lay, turn_of), (ids, offs) in zip(keyed, lays, seg_tok._call([lay.text for lay, _ in lays])):
         try:
             done = (list(ids), *_anchors(offs, len(lay.text)))
             ids, anchors, ends = seg_tok._pieces(lay.text, lay.cuts, True, done)
         except ValueError as e:
             raise ValueError(f"record {rec.get('id')!r}: {e}") from None
-        rows[record_key(rec)] = _row(rec, lay, ids, anchors, ends, bos, max_length)
+        rows[key] = _row(rec, lay, turn_of, ids, anchors, ends, bos, max_length)
     return rows
 
 
@@ -193,7 +201,7 @@ def build_rows(records: list[dict], seg_tok: TemplateTokenizer, max_length: int 
     todo: dict[str, dict] = {}
     for r in records:
         todo.setdefault(record_key(r), r)
-    distinct = list(todo.values())
+    distinct = list(todo.items())
     spans = [(k, min(k + batch, len(distinct))) for k in range(0, len(distinct), batch)]
     rows: dict[str, dict] = {}
     if workers > 1 and len(spans) > 1 and "fork" in mp.get_all_start_methods():
@@ -233,11 +241,22 @@ class TokenCounts:
     @classmethod
     def load(cls, path: str | os.PathLike, tokenizer_sha256: str | None = None,
              max_length: int | None = None) -> "TokenCounts":
-        it = iter_jsonl(path)
-        head = next(it, None)
-        if head is None or not isinstance(head[1], dict) or head[1].get("format") != FORMAT:
+        path = Path(path)
+        if not path.is_file():
+            raise DataError(path, "file not found (run the token_counts job)")
+        lines = path.read_bytes().split(b"\n")
+        if lines and lines[-1] == b"":
+            lines.pop()
+
+        def parse(i: int):
+            try:
+                return json.loads(lines[i])
+            except (ValueError, RecursionError) as e:   # JSONDecodeError and UnicodeDecodeError
+                raise DataError(path, f"not valid JSON ({type(e).__name__})", line=i + 1) from None
+
+        header = parse(0) if lines else None
+        if not isinstance(header, dict) or header.get("format") != FORMAT:
             raise DataError(path, f"not a token-counts file (first line must be a {FORMAT} header)", line=1)
-        header = head[1]
         if tokenizer_sha256 is not None and header.get("tokenizer_sha256") != tokenizer_sha256:
             raise DataError(path, "token counts were made with another tokenizer "
                                   f"(sha256 {str(header.get('tokenizer_sha256'))[:12]}…, this one "
@@ -246,18 +265,22 @@ class TokenCounts:
             raise DataError(path, f"token counts are for max_length {header.get('max_length')}, "
                                   f"not {max_length}; rerun the token_counts job", line=1)
         rows: dict[str, dict] = {}
-        for line, row in it:
-            ok = (isinstance(row, dict) and isinstance(row.get("k"), str) and isinstance(row.get("n"), int)
-                  and isinstance(row.get("x"), bool) and isinstance(row.get("t"), list)
-                  and all(isinstance(t, list) and len(t) == len(COLUMNS)
-                          and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in t)
-                          for t in row["t"]))
+        width = len(COLUMNS)
+        for i in range(1, len(lines)):
+            row = parse(i)
+            ok = (type(row) is dict and type(row.get("k")) is str and type(row.get("n")) is int
+                  and type(row.get("x")) is bool and type(row.get("t")) is list)
+            if ok:
+                for t in row["t"]:
+                    if type(t) is not list or len(t) != width or not all(type(v) is int and v >= 0 for v in t):
+                        ok = False
+                        break
             if not ok:
                 raise DataError(path, "malformed token-counts row (needs k, n, x and t rows of "
-                                      f"{len(COLUMNS)} non-negative ints)", line=line,
+                                      f"{width} non-negative ints)", line=i + 1,
                                 record=row.get("k") if isinstance(row, dict) else None)
             if row["k"] in rows:
-                raise DataError(path, "duplicate key", line=line, record=row["k"])
+                raise DataError(path, "duplicate key", line=i + 1, record=row["k"])
             rows[row["k"]] = row
         if len(rows) != header.get("records"):
             raise DataError(path, f"header says {header.get('records')} records, file holds {len(rows)}")
