@@ -126,3 +126,24 @@ def _models_meta():
                    "dataset_id": "" if dataset == "base" else dataset, "base": base_model(size),
                    "trained": dataset != "base"}
     return meta
+
+
+def _teval_model_source():
+    """The data.sources name of T-Eval's sentence-embedding model ({source: NAME}), else None."""
+    spec = config["evaluation"]["benchmarks"].get("teval", {}).get("similarity_model")
+    return spec["source"] if isinstance(spec, dict) and "source" in spec else None
+
+
+def _score_options():
+    """evaluation.benchmarks, with a T-Eval similarity model given as a data source resolved to
+    its local snapshot (path) and the lock holding the sha256 of its weights."""
+    opts = json.loads(json.dumps(config["evaluation"]["benchmarks"]))
+    source = _teval_model_source()
+    if source is not None:
+        spec = config["data"]["sources"].get(source)
+        if spec is None:
+            raise ValueError(f"evaluation.benchmarks.teval.similarity_model: no data.sources.{source}")
+        opts["teval"]["similarity_model"] = {"source": source, "name": spec["repo_id"],
+                                             "path": f"{DATA}/raw/{spec['repo_id']}",
+                                             "lock": f"{DATA}/sources.lock.json"}
+    return opts
