@@ -6,7 +6,8 @@ it, and times, side by side in one run on the real Llama-2 tokenizer (tests/spto
 
 * **floor**: one batched tokenisation of every rendered conversation (the template's tokenizer
   call: fast tokenizer, offsets, ``split_special_tokens``, batches of 512), in this process;
-* **new**: the ``ablations`` work as the DAG runs it: the ``token_counts`` job, then the ablation
+* **new**: the ``ablations`` work as the DAG runs it: the ``token_counts`` job (timed with each
+  ``--workers`` count; the last one enters the ratio), then the ablation
   jobs of config/paper.yaml (build + stats + writing the data set, stats and audit dump), each a
   ``python -m agentflan.cli`` process as Snakemake starts them, ``--jobs`` at a time;
 * **old** (``--baseline``): the same ablation jobs without the token-count cache (every job
@@ -14,7 +15,7 @@ it, and times, side by side in one run on the real Llama-2 tokenizer (tests/spto
 
 It prints the machine (CPU model, cores), the corpus, every time and the ratio new / floor.
 
-    python bench/data_build.py --out /tmp/agentflan-bench [--fraction 1.0] [--jobs 2] [--baseline]
+    python bench/data_build.py --out /tmp/agentflan-bench [--fraction 1.0] [--jobs 2] [--workers 1 2] [--baseline]
 """
 from __future__ import annotations
 
@@ -146,6 +147,8 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, default=Path("/tmp/agentflan-bench"))
     ap.add_argument("--fraction", type=float, default=1.0, help="share of the release-sized scale")
     ap.add_argument("--jobs", type=int, default=2, help="ablation jobs at a time (snakemake --cores)")
+    ap.add_argument("--workers", type=int, nargs="+", default=[1, 2],
+                    help="token_counts worker processes to time (the last one counts in the ratio)")
     ap.add_argument("--baseline", action="store_true", help="also time the ablation jobs without the cache")
     args = ap.parse_args(argv)
     out = args.out.resolve()
@@ -157,12 +160,16 @@ def main(argv=None) -> int:
           f"(miniworld scale x{args.fraction}), Llama-2 tokenizer, max_length {max_length}", flush=True)
     t_floor = floor(out)
     counts = out / "token_counts.jsonl"
-    t_counts = run_job("token_counts", dict(converted_dir=str(out / "converted"),
-                                            sharegpt_path=str(out / "general" / "sharegpt.jsonl"),
-                                            tokenizer_dir=str(out / "tokenizer"), max_length=max_length,
-                                            out=str(counts)), out / "token_counts.log")
-    print(f"token_counts job: {t_counts:.1f} s ({(out / 'token_counts.log').read_text().strip().splitlines()[-1]})",
-          flush=True)
+    times = {}
+    for workers in sorted(set(args.workers)):
+        log = out / f"token_counts.w{workers}.log"
+        times[workers] = run_job("token_counts", dict(converted_dir=str(out / "converted"),
+                                                      sharegpt_path=str(out / "general" / "sharegpt.jsonl"),
+                                                      tokenizer_dir=str(out / "tokenizer"), max_length=max_length,
+                                                      out=str(counts), workers=workers), log)
+        print(f"token_counts job, {workers} worker process(es): {times[workers]:.1f} s "
+              f"({log.read_text().strip().splitlines()[-1]})", flush=True)
+    t_counts = times[args.workers[-1]]
     t_new, per_new = ablation_jobs(out, "new", counts, args.jobs)
     print(f"ablation jobs with the cache ({len(per_new)} jobs, {args.jobs} at a time): {t_new:.1f} s wall; "
           + ", ".join(f"{k} {v:.1f}" for k, v in per_new.items()), flush=True)
