@@ -184,7 +184,10 @@ def _counts_by_record(records: list[dict], seg_tok, max_length: int, counts=None
         counts.fallbacks += len(miss)
     for k in range(0, len(miss), 512):
         chunk = miss[k:k + 512]
-        for i, enc in zip(chunk, seg_tok.encode_records([records[i] for i in chunk])):
+        batch = [records[i] for i in chunk]
+        encoded = (seg_tok.encode_records(batch) if hasattr(seg_tok, "encode_records")
+                   else [seg_tok.encode_record(r) for r in batch])
+        for i, enc in zip(chunk, encoded):
             by_cap = Counter(cap for lab, cap in zip(enc.labels[:max_length], enc.capability[:max_length])
                              if lab != -100)
             per[i] = (len(enc), by_cap)

@@ -144,6 +144,13 @@ def file_stats(records: list[dict]) -> dict:
     }
 
 
+def _encode(seg_tok, records: list[dict]) -> list:
+    """``seg_tok.encode_records`` where the tokenizer has it (batched), else one record at a time."""
+    if hasattr(seg_tok, "encode_records"):
+        return seg_tok.encode_records(records)
+    return [seg_tok.encode_record(r) for r in records]
+
+
 def _lengths_and_trained(records: list[dict], seg_tok, counts=None) -> tuple[list[int], int]:
     """Full token length of every record and trained tokens in all (no truncation): from the
     token-count cache (:mod:`agentflan.tokcache`) where it holds a record, else tokenised."""
@@ -162,7 +169,7 @@ def _lengths_and_trained(records: list[dict], seg_tok, counts=None) -> tuple[lis
         counts.fallbacks += len(miss)
     for k in range(0, len(miss), 512):
         chunk = miss[k:k + 512]
-        for i, enc in zip(chunk, seg_tok.encode_records([records[i] for i in chunk])):
+        for i, enc in zip(chunk, _encode(seg_tok, [records[i] for i in chunk])):
             lengths[i] = len(enc)
             trained += sum(1 for x in enc.labels if x != -100)
     return lengths, trained
