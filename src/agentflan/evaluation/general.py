@@ -359,8 +359,9 @@ def run_program(program: str, timeout: float = 5.0, memory_mb: int = 1024) -> di
         if timed_out:
             return {"passed": False, "status": "timeout", "stderr": ""}
         with open(errpath, "rb") as fh:
-            fh.seek(max(0, errpath.stat().st_size - 2000))
-            tail = fh.read().decode("utf-8", "replace")[-500:]
+            fh.seek(max(0, errpath.stat().st_size - 20000))
+            # the sandbox's random absolute path would make the artifact differ from run to run
+            tail = fh.read().decode("utf-8", "replace").replace(tmp, "<sandbox>")[-500:]
         if proc.returncode == 0:
             return {"passed": True, "status": "passed", "stderr": tail}
         return {"passed": False, "status": f"failed (exit {proc.returncode})", "stderr": tail}
