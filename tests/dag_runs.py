@@ -1,9 +1,11 @@
 """Real Snakemake runs of the reduced smoke config, shared by the test files of one pytest process.
 
-Each run takes minutes on 2 CPU cores, so :func:`reference_run` (the plain run) and
-:func:`other_machine_run` (a second run from scratch, in another directory, under an environment that
-emulates another machine, SIGKILLed and rerun at four points) are each made once per process and
-cached here; tests/test_dag.py and tests/test_determinism.py assert on the same runs.
+Each run takes minutes on 2 CPU cores, so the runs are made once per process and cached here:
+:func:`reference_run` (the smoke config, whose learning tests/test_dag.py checks) and, for
+tests/test_determinism.py, ``reference_run(fast=True)`` and :func:`other_machine_run` (the same fast
+config from scratch in another directory, under an environment that emulates another machine,
+SIGKILLed and rerun at four points). The fast config (one epoch, small evaluation sets) keeps the
+DAG whole; the determinism and kill checks need no learning.
 """
 from __future__ import annotations
 
@@ -34,15 +36,23 @@ OTHER_MACHINE_ENV = {"ATEN_CPU_CAPABILITY": "default", "MKL_ENABLE_INSTRUCTIONS"
 KILL_PHASES = ("data", "train", "generate", "report")
 
 
-def smoke_config(workdir: Path) -> Path:
-    """The embedded miniature at one model size and one data fraction; tables and figures in workdir."""
+def smoke_config(workdir: Path, fast: bool = False) -> Path:
+    """The embedded miniature at one model size and one data fraction; tables/figures inside workdir.
+
+    ``fast``: the same DAG with one epoch of pretraining and fine-tuning and small evaluation sets, for
+    the determinism and kill tests, which need two runs of the same config but no learning (CI time)."""
     config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
     config["run"] = RUN
     main = config["models"]["main_size"]
     config["models"]["sizes"] = {main: config["models"]["sizes"][main]}
     config.setdefault("ablations", {})["fractions"] = [0.25]
-    config["tables_dir"] = "paper_tables"  # relative to --directory, as in config/config.yaml
-    config["figures_dir"] = "figures"
+    config["tables_dir"] = str(workdir / "paper_tables")
+    config["figures_dir"] = str(workdir / "figures")
+    if fast:
+        config["models"]["pretrain"]["recipe"]["epochs"] = 1
+        config["training"]["default"]["epochs"] = 1
+        config["data"]["miniworld"]["scale"] = {"mmlu": 10, "gsm8k": 10, "humaneval": 5}
+        config["evaluation"]["generation"]["max_new_tokens"] = 32
     path = workdir / "smoke.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
@@ -65,17 +75,18 @@ def snakemake(workdir: Path, cfg: Path, *extra: str, env: dict | None = None) ->
                           cwd=ROOT, env=env if env is not None else _clean_env())
 
 
-def reference_run(tmp_path_factory) -> tuple[Path, Path]:
-    """The plain smoke run (made once per process): (workdir, config path)."""
-    if "reference" not in _CACHE:
-        workdir = tmp_path_factory.mktemp("dag")
-        cfg = smoke_config(workdir)
+def reference_run(tmp_path_factory, fast: bool = False) -> tuple[Path, Path]:
+    """The plain smoke run (made once per process and config): (workdir, config path)."""
+    key = "reference-fast" if fast else "reference"
+    if key not in _CACHE:
+        workdir = tmp_path_factory.mktemp("dag-fast" if fast else "dag")
+        cfg = smoke_config(workdir, fast)
         t0 = time.time()
         proc = snakemake(workdir, cfg)
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
-        print(f"[dag_runs] reference run: {time.time() - t0:.0f}s", file=sys.stderr)
-        _CACHE["reference"] = (workdir, cfg)
-    return _CACHE["reference"]
+        print(f"[dag_runs] {key} run: {time.time() - t0:.0f}s", file=sys.stderr)
+        _CACHE[key] = (workdir, cfg)
+    return _CACHE[key]
 
 
 # ----------------------------------------------------------------------------- artifacts
@@ -212,15 +223,15 @@ class OtherMachineRun:
     tail: str
 
 
-def other_machine_run(tmp_path_factory) -> OtherMachineRun:
-    """The same config from scratch in another (longer) directory under OTHER_MACHINE_ENV and another
-    TMPDIR; the whole Snakemake process group is SIGKILLed once in each of KILL_PHASES, and the same
-    command is rerun (after ``--unlock``) until it completes."""
+def other_machine_run(tmp_path_factory, fast: bool = True) -> OtherMachineRun:
+    """The same config as ``reference_run(fast=fast)`` from scratch in another (longer) directory under
+    OTHER_MACHINE_ENV and another TMPDIR; the whole Snakemake process group is SIGKILLed once in each of
+    KILL_PHASES, and the same command is rerun (after ``--unlock``) until it completes."""
     if "other" in _CACHE:
         return _CACHE["other"]
     workdir = tmp_path_factory.mktemp("another-machine-with-a-longer-working-directory-path")
     tmpdir = tmp_path_factory.mktemp("other-tmpdir")
-    cfg = smoke_config(workdir)
+    cfg = smoke_config(workdir, fast)
     env = _clean_env({**OTHER_MACHINE_ENV, "TMPDIR": str(tmpdir)})
     kills, reruns, deadline = [], 0, time.time() + 2 * TIMEOUT_S
     phases = list(KILL_PHASES)

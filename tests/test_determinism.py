@@ -159,8 +159,8 @@ def test_cli_refuses_a_bad_determinism_setting_in_one_line(tmp_path):
 # ----------------------------------------------------------------------------- the whole DAG
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    reference = dag_runs.reference_run(tmp_path_factory)
-    other = dag_runs.other_machine_run(tmp_path_factory)
+    reference = dag_runs.reference_run(tmp_path_factory, fast=True)
+    other = dag_runs.other_machine_run(tmp_path_factory, fast=True)
     return reference, other
 
 
