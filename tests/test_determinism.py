@@ -32,7 +32,7 @@ skip_dag = pytest.mark.skipif(os.environ.get("AGENTFLAN_SKIP_DAG") == "1", reaso
 def test_pins_are_the_documented_ones_and_follow_the_job_threads():
     env = det.pinned_environment(det.settings_from_config({}), threads=3, x86=True, flags={"avx2", "fma", "sse2"})
     assert env["ATEN_CPU_CAPABILITY"] == "avx2"
-    assert env["MKL_CBWR"] == "COMPATIBLE" and env["MKL_ENABLE_INSTRUCTIONS"] == "AVX2"
+    assert env["MKL_CBWR"] == "AVX2,STRICT" and env["MKL_ENABLE_INSTRUCTIONS"] == "AVX2"
     assert env["ONEDNN_MAX_CPU_ISA"] == "AVX2" and env["ONEDNN_DEFAULT_FPMATH_MODE"] == "STRICT"
     assert env["OMP_NUM_THREADS"] == env["MKL_NUM_THREADS"] == "3"
     assert env["OMP_DYNAMIC"] == env["MKL_DYNAMIC"] == "FALSE"
@@ -105,14 +105,15 @@ def test_pins_take_effect_in_a_child_and_override_the_inherited_environment():
     assert clean["cpu_capability"] == other["cpu_capability"] == "AVX2"
     assert clean["threads"] == other["threads"] == 1
     assert clean["deterministic_algorithms"] and clean["mkldnn_deterministic"]
-    assert other["env"]["MKL_CBWR"] == "COMPATIBLE" and other["env"]["ATEN_CPU_CAPABILITY"] == "avx2"
+    assert other["env"]["MKL_CBWR"] == "AVX2,STRICT" and other["env"]["ATEN_CPU_CAPABILITY"] == "avx2"
     assert "ATEN_CPU_CAPABILITY=default from the environment replaced by avx2" in other["stderr"]
     assert other["fingerprint"] == clean["fingerprint"]
     # Without the pins the same environment moves bits: the emulation is real.
     unpinned = _probe(**dag_runs.OTHER_MACHINE_ENV, AGENTFLAN_DETERMINISM="0")
     assert unpinned["cpu_capability"] == "DEFAULT"
     assert unpinned["fingerprint"] != clean["fingerprint"]
-    mkl_only = _probe(MKL_CBWR="AUTO", AGENTFLAN_DETERMINISM="0")  # ATen as pinned, MKL's own choice
+    # ... and so does MKL's branch alone (ATen as pinned on this AVX2 machine): the MKL pin matters.
+    mkl_only = _probe(MKL_CBWR="COMPATIBLE", AGENTFLAN_DETERMINISM="0")
     assert mkl_only["fingerprint"] != clean["fingerprint"]
 
 
@@ -139,7 +140,7 @@ def test_cli_pins_before_torch_so_init_weights_match_across_machines(tmp_path):
         return hashlib.sha256((out / "model.safetensors").read_bytes()).hexdigest(), proc.stderr
 
     here, log = init("here")
-    assert "[determinism] ATen AVX2, MKL_CBWR=COMPATIBLE, threads 1" in log
+    assert "[determinism] ATen AVX2, MKL_CBWR=AVX2,STRICT, threads 1" in log
     other, other_log = init("other", **dag_runs.OTHER_MACHINE_ENV)
     assert "ATEN_CPU_CAPABILITY=default from the environment replaced by avx2" in other_log
     assert other == here

@@ -8,6 +8,7 @@ committed tables come from (a 50-step pretraining run of the ``xs`` model, sha25
 * ``ATEN_CPU_CAPABILITY=default`` changes the init weights (``normal_`` has an AVX2 kernel) and
   every training step;
 * ``MKL_CBWR=COMPATIBLE`` changes the training run (fp32 matmuls are MKL ``sgemm``);
+  ``MKL_CBWR=AVX2,STRICT`` gives the default's bits here (AMD: MKL runs AUTO);
 * ``MKL_ENABLE_INSTRUCTIONS=SSE4_2``, ``ONEDNN_MAX_CPU_ISA=SSE41`` and 1 vs 2 threads did not change
   these bits here; the tokenizer (Rust, any thread count) never changed.
 
@@ -18,11 +19,15 @@ machine is nothing but a different environment to these libraries):
   dispatch; a CPU without AVX2+FMA is refused (the kernels would die with SIGILL) unless
   ``determinism.cpu_capability`` is ``default`` (scalar kernels; reproducible only among machines
   that also run ``default``) or ``native`` (no pin, the old behaviour).
-* ``MKL_CBWR=COMPATIBLE``: MKL's conditional numerical reproducibility branch. MKL documents that
-  settings other than AUTO and COMPATIBLE are available only on Intel processors (``AVX2`` silently
-  falls back to AUTO on AMD, which is what we measured), so ``COMPATIBLE`` (one SSE2 code path without
-  rcpps/rsqrtps) is the one branch that gives the same bits on Intel and AMD. Not STRICT: MKL's strict
-  mode exists for the AVX2/AVX-512 branches only; we fix the thread count instead, as CNR requires.
+* ``MKL_CBWR=AVX2,STRICT`` (default): MKL's conditional numerical reproducibility branch for AVX2,
+  strict. MKL guarantees the same bits on every Intel CPU with AVX2 (AVX-512/AMX machines included)
+  for it. MKL documents that branches other than AUTO and COMPATIBLE exist only on Intel processors:
+  on AMD it runs AUTO (measured: the same bits as no setting), which with the AVX2 instruction cap
+  below and a fixed thread count repeats on AMD machines. Intel and AMD are not guaranteed to agree
+  with each other. ``COMPATIBLE`` (one SSE2 code path) is the one branch MKL documents as equal on
+  Intel and AMD, but it made a training step of the miniature's xs model 2.8x slower (157 ms with
+  AUTO, 171 ms with AVX2, 435 ms with COMPATIBLE, one thread, this AMD EPYC), which would put the
+  default run far over its time budget; ``determinism.mkl_cbwr: COMPATIBLE`` selects it.
 * ``MKL_ENABLE_INSTRUCTIONS=AVX2``, ``ONEDNN_MAX_CPU_ISA=AVX2`` and ``ONEDNN_DEFAULT_FPMATH_MODE=STRICT``
   (no AVX-512/AMX kernels and no implicit bf16 down-conversion in oneDNN on an AMX machine).
 * ``OMP_NUM_THREADS`` = ``MKL_NUM_THREADS`` = the job's ``threads`` (1 for a job that has none);
@@ -42,7 +47,7 @@ config key                             environment variable            default
 =====================================  ==============================  ==========================
 ``determinism.enabled``                ``AGENTFLAN_DETERMINISM``       ``true`` (``1``)
 ``determinism.cpu_capability``         ``AGENTFLAN_CPU_CAPABILITY``    ``avx2``
-``determinism.mkl_cbwr``               ``AGENTFLAN_MKL_CBWR``          ``COMPATIBLE``
+``determinism.mkl_cbwr``               ``AGENTFLAN_MKL_CBWR``          ``AVX2,STRICT``
 ``determinism.deterministic_algorithms``  ``AGENTFLAN_DETERMINISTIC_ALGORITHMS``  ``warn``
 =====================================  ==============================  ==========================
 
@@ -64,7 +69,7 @@ ENV_CAPABILITY = "AGENTFLAN_CPU_CAPABILITY"
 ENV_MKL_CBWR = "AGENTFLAN_MKL_CBWR"
 ENV_ALGORITHMS = "AGENTFLAN_DETERMINISTIC_ALGORITHMS"
 
-DEFAULTS = {"enabled": True, "cpu_capability": "avx2", "mkl_cbwr": "COMPATIBLE", "deterministic_algorithms": "warn"}
+DEFAULTS = {"enabled": True, "cpu_capability": "avx2", "mkl_cbwr": "AVX2,STRICT", "deterministic_algorithms": "warn"}
 CAPABILITIES = ("avx2", "default", "native")
 ALGORITHM_MODES = ("warn", "error", "off")
 MKL_CBWR_BRANCHES = ("COMPATIBLE", "AUTO", "SSE2", "SSE4_2", "AVX", "AVX2", "AVX512", "AVX512_E1", "OFF")
