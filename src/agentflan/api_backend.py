@@ -140,18 +140,8 @@ class ApiCache(AppendLog):
                 self._rewrite()
 
     def _read(self) -> None:
-        parts = self.path.read_bytes().split(b"\n")
-        if parts.pop():
-            self.torn = 1
-        for lineno, raw in enumerate(parts, start=1):
-            if not raw.strip():
-                continue
-            self.lines += 1
-            try:
-                obj = json.loads(raw.decode("utf-8"))
-            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-                raise DataError(self.path, f"unreadable API cache line ({exc}); delete the line (or the "
-                                           "file, paying again) to go on", line=lineno) from None
+        for lineno, obj in self._complete_lines("API cache", "delete the line (or the file, paying "
+                                                             "again) to go on"):
             ok = isinstance(obj, dict) and set(obj) == _CACHE_KEYS and all(
                 isinstance(obj[k], str) for k in _CACHE_KEYS - {"finish_reason"}) and \
                 (obj["finish_reason"] is None or isinstance(obj["finish_reason"], str))

@@ -21,7 +21,6 @@ See docs/CONTRACTS.md ("Predictions and the resume side file").
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from pathlib import Path
 from typing import Callable
@@ -106,20 +105,8 @@ class ResumeLog(AppendLog):
 
     # ------------------------------------------------------------------ reading
     def _read(self) -> None:
-        data = self.path.read_bytes()
-        parts = data.split(b"\n")
-        tail = parts.pop()          # after the last newline: b"" unless the last line is torn
-        if tail:
-            self.torn = 1
-        for lineno, raw in enumerate(parts, start=1):
-            if not raw.strip():
-                continue
-            self.lines += 1
-            try:
-                obj = json.loads(raw.decode("utf-8"))
-            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-                raise DataError(self.path, f"unreadable side-file line ({exc}); delete the file to "
-                                           "start this benchmark's generation over", line=lineno) from None
+        for lineno, obj in self._complete_lines("side-file", "delete the file to start this benchmark's "
+                                                             "generation over"):
             if not isinstance(obj, dict) or set(obj) != _SIDE_KEYS or \
                     not all(isinstance(obj[k], str) for k in _SIDE_KEYS):
                 rec = obj.get("id") if isinstance(obj, dict) and isinstance(obj.get("id"), str) else None

@@ -372,6 +372,22 @@ class AppendLog:
             view = view[os.write(self._fd, view):]
         os.fsync(self._fd)
 
+    def _complete_lines(self, what: str, fix_hint: str) -> Iterator[tuple[int, Any]]:
+        """``(1-based line, JSON value)`` of every complete non-blank line; counts them in
+        ``self.lines`` and a torn last line (no newline: the writer was killed) in ``self.torn``.
+        Any other unreadable line is a :class:`DataError` naming the file and line."""
+        parts = self.path.read_bytes().split(b"\n")
+        if parts.pop():  # after the last newline: b"" unless the last line is torn
+            self.torn = 1
+        for lineno, raw in enumerate(parts, start=1):
+            if not raw.strip():
+                continue
+            self.lines += 1
+            try:
+                yield lineno, json.loads(raw.decode("utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+                raise DataError(self.path, f"unreadable {what} line ({exc}); {fix_hint}", line=lineno) from None
+
     def close(self) -> None:
         if self._fd is not None:
             os.close(self._fd)
