@@ -117,6 +117,21 @@ def test_pins_take_effect_in_a_child_and_override_the_inherited_environment():
     assert mkl_only["fingerprint"] != clean["fingerprint"]
 
 
+def test_deterministic_algorithms_switch_on_without_loading_the_compiler_stack():
+    """Every job pins deterministic algorithms; doing so must not import torch's compiler stack
+    (seconds per job), and inductor, when something loads it later, is deterministic too."""
+    code = ("from agentflan import determinism; determinism.pin(1)\n"
+            "import sys, json, torch\n"
+            "before = sorted(m for m in ('torch._inductor.config', 'torch._dynamo') if m in sys.modules)\n"
+            "import torch._inductor.config as ic\n"
+            "print(json.dumps({'before': before, 'on': torch.are_deterministic_algorithms_enabled(),\n"
+            "  'warn': torch.is_deterministic_algorithms_warn_only_enabled(), 'inductor': ic.deterministic}))\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=_child_env(), timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out == {"before": [], "on": True, "warn": True, "inductor": True}
+
+
 def _cli(stage: str, params: dict, **extra) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "agentflan.cli", stage, "--params", json.dumps(params)],
                           capture_output=True, text=True, env=_child_env(**extra), timeout=600)

@@ -230,7 +230,7 @@ def configure_torch(torch) -> dict:
     settings = _STATE.get("settings") or settings_from_env()
     mode = settings["deterministic_algorithms"]
     if mode != "off":
-        torch.use_deterministic_algorithms(True, warn_only=(mode == "warn"))
+        set_deterministic_algorithms(torch, warn_only=(mode == "warn"))
     torch.backends.mkldnn.deterministic = True
     torch.backends.mkldnn.fp32_precision = "ieee"
     torch.backends.cudnn.benchmark = False
@@ -245,6 +245,23 @@ def configure_torch(torch) -> dict:
           f"threads {state['threads']}, deterministic algorithms {mode}" + (f" ({note})" if note else ""),
           file=sys.stderr, flush=True)
     return state
+
+
+def set_deterministic_algorithms(torch, warn_only: bool) -> None:
+    """``torch.use_deterministic_algorithms(True)`` without its import of the compiler stack.
+
+    The public function imports ``torch._inductor.config`` (and with it dynamo: 2-5 s per job on the
+    2-core machines, for every job of the DAG) only to set inductor's own flag. Inductor reads that
+    flag from ``TORCHINDUCTOR_DETERMINISTIC`` when it is first imported, so the variable is set here
+    (and inherited by child processes), the flag is set directly if inductor is already loaded, and
+    ATen's switch is the one the public function flips."""
+    os.environ["TORCHINDUCTOR_DETERMINISTIC"] = "1"
+    inductor = sys.modules.get("torch._inductor.config")
+    setter = getattr(torch._C, "_set_deterministic_algorithms", None)
+    if inductor is not None or setter is None:
+        torch.use_deterministic_algorithms(True, warn_only=warn_only)
+        return
+    setter(True, warn_only=warn_only)
 
 
 def effective_state(torch) -> dict:
