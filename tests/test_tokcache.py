@@ -1,6 +1,7 @@
 """Token-count cache (agentflan.tokcache): counts derived per turn equal tokenising the (masked)
 record, ablation stats and the data card are byte-identical with and without the cache, the file
 is deterministic and bad cache files fail with one line."""
+import codecs
 import json
 import random
 from collections import Counter
@@ -218,3 +219,110 @@ def test_bad_cache_files_fail_with_one_line(fixture_corpus, llama2_tokenizer, tm
     bad.write_text('{"x": 1}\n')
     with pytest.raises(DataError, match=r":1: not a token-counts file"):
         TokenCounts.load(bad)
+
+
+# ----------------------------------------------------------------------------- fast reading and writing
+# agentflan.io.read_jsonl takes lines in canonical form as read (orjson) and sends every other line
+# through the strict checks: same values, same errors as iter_jsonl. dumps_bytes gives dumps' bytes.
+
+def _line(obj) -> bytes:
+    return dumps(obj).encode("utf-8")
+
+
+_GOOD = _line({"id": "a", "turns": [{"content": "x\n\"y\" \u0d46 \U0001f600 \x7f \x00", "train": True}]})
+_READ_CASES = {
+    "canonical": _GOOD + b"\n" + _line({"b": [1, -2, 2 ** 64 - 1, -(2 ** 63), None, False]}) + b"\n",
+    "unsorted_and_spaced": b'{"z": 1, "a": [1, 2]}\n{"b":1,"a":2}\n',
+    "crlf_and_blank": _GOOD + b"\r\n\r\n   \n" + _GOOD + b"\r\n",
+    "bom": codecs.BOM_UTF8 + _GOOD + b"\n",
+    "bom_inside": _GOOD + b"\n" + codecs.BOM_UTF8 + _GOOD + b"\n",
+    "duplicate_key": _GOOD + b'\n{"a":1,"a":2}\n',
+    "nan": b'{"a":NaN}\n',
+    "infinity": b'{"a":-Infinity}\n',
+    "overflow": b'{"a":1e400}\n',
+    "big_int": b'{"a":123456789012345678901234567890}\n',
+    "huge_int": b'{"a":' + b"9" * 5000 + b"}\n",
+    "floats": b'{"a":1e-05,"b":0.5,"c":1e16,"d":-0.0,"e":1E5}\n{"a":1e-5}\n-0\n0.5\n',
+    "lone_surrogate": _GOOD + b'\n{"id":"s","a":"\\ud800"}\n',
+    "surrogate_pair": b'{"a":"\\ud83d\\ude00"}\n',
+    "bad_utf8": _GOOD + b'\n{"id":"u","a":"\xe9"}\n',
+    "nul": b'{"id":"n","a":"\x00"}\n',
+    "control_char": b'{"id":"c","a":"x\ty"}\n',
+    "deep": b"[" * 65 + b"]" * 65 + b"\n",
+    "deep_dicts": b'{"a":' * 70 + b"1" + b"}" * 70 + b"\n",
+    "brackets_in_strings": _line({"a": "[{" * 100, "b": [[1]]}) + b"\n",
+    "very_deep": b"[" * 3000 + b"]" * 3000 + b"\n",
+    "truncated_last": _GOOD + b'\n{"id":"t","a":"x',
+    "last_without_newline": _GOOD + b"\n" + _GOOD,
+    "truncated_utf8": _GOOD + b'\n{"id":"t","a":"\xe0\xb5',
+    "empty": b"",
+    "blank_only": b"\n  \n",
+    "scalars": b'"x"\n1\n[1,2]\nnull\ntrue\n',
+    "html": b"<html><body>error</body></html>\n",
+    "json_array": b'[{"a":1},\n{"a":2}]\n',
+    "two_per_line": b'{"a":1}{"a":2}\n',
+    "utf16": codecs.BOM_UTF16_LE + "{}".encode("utf-16-le"),
+    "gzip": b"\x1f\x8b\x08\x00rest",
+    "long_line": _GOOD + b"\n" + _line({"id": "long", "a": "x" * 5000}) + b"\n",
+    "long_last_line": _GOOD + b"\n" + _line({"id": "long", "a": "x" * 5000}),
+}
+
+
+def _outcome(fn, path):
+    try:
+        return "ok", [json.dumps(v, sort_keys=True) + type(v).__name__ for v in fn(path)]
+    except DataError as e:
+        return "error", str(e)
+
+
+@pytest.mark.parametrize("fast", [True, False])
+@pytest.mark.parametrize("case", sorted(_READ_CASES))
+def test_read_jsonl_same_values_and_errors_as_the_strict_reader(case, fast, tmp_path, monkeypatch):
+    from agentflan import io as afio
+    monkeypatch.setattr(afio, "MAX_LINE_BYTES", 4096)
+    if not fast:
+        monkeypatch.setattr(afio, "_orjson", None)
+    path = tmp_path / f"{case}.jsonl"
+    path.write_bytes(_READ_CASES[case])
+    strict = _outcome(lambda p: [v for _, v in afio.iter_jsonl(p)], path)
+    assert _outcome(afio.read_jsonl, path) == strict
+    if strict[0] == "ok":
+        values, lines = afio.read_jsonl_lines(path)
+        assert len(values) == len(lines)
+        for v, raw in zip(values, lines):
+            assert raw is None or raw == _line(v)
+        if case == "canonical" and fast:
+            assert all(raw is not None for raw in lines)
+
+
+def test_read_jsonl_missing_file_and_directory(tmp_path):
+    from agentflan.io import read_jsonl
+    with pytest.raises(DataError, match="file not found"):
+        read_jsonl(tmp_path / "nope.jsonl")
+    with pytest.raises(DataError, match="is a directory"):
+        read_jsonl(tmp_path)
+
+
+@pytest.mark.parametrize("obj", [
+    {"b": 1, "a": [True, None, "é\u2028\x1f\x7f\"\\/", {"z": {}, "é": [], "\U0001f600": 0}]},
+    [2 ** 63 - 1, -(2 ** 63), 2 ** 64 - 1, 2 ** 64, -(2 ** 63) - 1],
+    {"f": 1e-05}, {"f": 0.1}, {"f": 1e16}, {"f": float("nan")}, {"f": float("inf")},
+    {1: "int key"}, {None: 1}, {"t": (1, 2)}, "\ud800", {"s": "\udfff"}, [[[[]]]],
+])
+def test_dumps_bytes_is_dumps(obj):
+    from agentflan.io import dumps_bytes
+    try:
+        want = _line(obj)
+    except Exception as e:   # noqa: BLE001 - the same exception either way
+        with pytest.raises(type(e)):
+            dumps_bytes(obj)
+        return
+    assert dumps_bytes(obj) == want
+
+
+def test_dumps_bytes_escapes_every_code_point_as_dumps():
+    from agentflan.io import dumps_bytes
+    chars = [chr(i) for i in range(0x110000) if not 0xD800 <= i < 0xE000]
+    for k in range(0, len(chars), 8192):
+        s = "".join(chars[k:k + 8192])
+        assert dumps_bytes({s: [s]}) == _line({s: [s]})

@@ -4,6 +4,12 @@
   crash never leaves a half-written artifact that Snakemake (or a user) would mistake for output.
 * JSON is written with sorted keys and no timestamps, so the same inputs give the same bytes.
 * Readers raise :class:`DataError` naming the file and the 1-based line of the bad record.
+* Speed: where ``orjson`` is installed, :func:`read_jsonl` takes a line whose bytes are exactly
+  ``orjson``'s serialisation of what ``orjson`` parsed from it (the pipeline's own files are
+  written that way) as read; any other line goes through the strict checks of
+  :func:`parse_json_line`, which give the same value or the same error as before.
+  :func:`dumps_bytes` is :func:`dumps` as UTF-8 bytes, through ``orjson`` where the bytes are
+  provably the same.
 """
 from __future__ import annotations
 
@@ -17,6 +23,11 @@ import re
 import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Iterator
+
+try:  # optional speed-up (same values, same bytes, same errors); see the module docstring
+    import orjson as _orjson
+except ImportError:  # pragma: no cover - exercised by the fallback test
+    _orjson = None
 
 
 class DataError(ValueError):
@@ -62,6 +73,55 @@ def dumps(obj: Any, indent: int | None = None) -> str:
     return json.dumps(obj, sort_keys=True, ensure_ascii=False, indent=indent)
 
 
+_LEAVES = frozenset({str, bool, type(None)})
+
+
+def _plain(obj: Any) -> bool:
+    """Whether ``obj`` holds only dicts with str keys, lists, str, bool, None and ints within
+    64 bits: the values :func:`dumps` and ``orjson`` serialise to the same bytes (floats differ:
+    ``1e-05`` against ``1e-5``, NaN against ``null``)."""
+    t = type(obj)
+    if t is dict:
+        for k, v in obj.items():
+            if type(k) is not str or (type(v) not in _LEAVES and not _plain(v)):
+                return False
+        return True
+    if t is list:
+        for v in obj:
+            if type(v) not in _LEAVES and not _plain(v):
+                return False
+        return True
+    if t in _LEAVES:
+        return True
+    return t is int and -(1 << 63) <= obj < (1 << 64)
+
+
+def dumps_bytes(obj: Any) -> bytes:
+    """``dumps(obj).encode("utf-8")``, through ``orjson`` for the values where its bytes are the
+    same (:func:`_plain`: every code point is escaped alike, keys sort alike); anything else,
+    errors included, as :func:`dumps` gives it."""
+    if _orjson is not None:
+        try:
+            if _plain(obj):
+                return _orjson.dumps(obj, option=_orjson.OPT_SORT_KEYS)
+        except (TypeError, ValueError, RecursionError):   # a lone surrogate, deep nesting
+            pass
+    return dumps(obj).encode("utf-8")
+
+
+def loads_fast(raw: bytes) -> Any:
+    """``json.loads`` of the pipeline's own simple files (no NaN, no duplicate keys, integers
+    within 64 bits), through ``orjson`` where installed. A caller that checks the value's types
+    parses a line again with ``json.loads`` before it refuses it (orjson reads an integer over
+    64 bits as a float)."""
+    if _orjson is not None:
+        try:
+            return _orjson.loads(raw)
+        except ValueError:
+            pass
+    return json.loads(raw)
+
+
 def write_json(path: str | os.PathLike, obj: Any) -> None:
     with atomic_open(path) as fh:
         fh.write(dumps(obj, indent=2) + "\n")
@@ -74,6 +134,16 @@ def write_jsonl(path: str | os.PathLike, records: Iterable[Any]) -> int:
             fh.write(dumps(rec) + "\n")
             n += 1
     return n
+
+
+def write_lines(path: str | os.PathLike, lines: Iterable[bytes]) -> int:
+    """Write JSON Lines given as their bytes (each without its newline), atomically; the fast
+    form of :func:`write_jsonl` when the lines are ``dumps_bytes`` of the records or lines read
+    back by :func:`read_jsonl_lines`."""
+    lines = list(lines)
+    with atomic_open(path, "wb") as fh:
+        fh.write(b"\n".join(lines) + (b"\n" if lines else b""))
+    return len(lines)
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:
@@ -351,7 +421,66 @@ def iter_jsonl(path: str | os.PathLike, max_line_bytes: int | None = None) -> It
 
 
 def read_jsonl(path: str | os.PathLike) -> list[Any]:
-    return [obj for _, obj in iter_jsonl(path)]
+    """Every non-blank line's value, as :func:`iter_jsonl` gives them (same values, same errors);
+    read whole, and fast for lines already in canonical form (module docstring)."""
+    return read_jsonl_lines(path)[0]
+
+
+def read_jsonl_lines(path: str | os.PathLike, max_line_bytes: int | None = None
+                     ) -> tuple[list[Any], list[bytes | None]]:
+    """:func:`read_jsonl`, and for every value the bytes of its line (newline excluded) where
+    they are exactly ``dumps_bytes(value)`` (the line can be written again as it is), else None.
+
+    A line is taken as read without the strict checks only if it is exactly ``orjson``'s
+    serialisation of what ``orjson`` parsed from it: then it is valid UTF-8 JSON without NaN,
+    duplicate keys (the serialisation would be shorter), lone surrogates or integers over 64
+    bits, and ``json`` reads the same value from it; its nesting depth is still checked.
+    Every other line goes through :func:`parse_json_line`. Errors are those of
+    :func:`iter_jsonl`, for the same line."""
+    path = Path(path)
+    limit = MAX_LINE_BYTES if max_line_bytes is None else max_line_bytes
+    if not path.exists():
+        raise DataError(path, "file not found")
+    if path.is_dir():
+        raise DataError(path, "is a directory, expected a JSON Lines file")
+    data = path.read_bytes()
+    data = data[_check_head(path, data[:64]):]
+    lines = data.split(b"\n")
+    last_torn = lines[-1] != b""    # the last line has no newline (b"" after a final newline)
+    if not last_torn:
+        lines.pop()
+    objs: list[Any] = []
+    raws: list[bytes | None] = []
+    fast = _orjson is not None
+    loads, dumps_ = (_orjson.loads, _orjson.dumps) if fast else (None, None)
+    sort = _orjson.OPT_SORT_KEYS if fast else 0
+    n = len(lines)
+    for lineno, raw in enumerate(lines, start=1):
+        if len(raw) > limit:
+            raise DataError(path, f"line longer than {limit} bytes (agentflan.io.MAX_LINE_BYTES); "
+                                  "a JSON array or a binary file under a .jsonl name?",
+                            line=lineno, record=_guess_id(raw[:min(limit + 1, 4096)]))
+        if fast:
+            try:
+                obj = loads(raw)
+            except ValueError:
+                pass
+            else:
+                canonical = dumps_(obj, option=sort) == raw
+                if (canonical or dumps_(obj) == raw) and (
+                        raw.count(b"[") + raw.count(b"{") <= MAX_JSON_DEPTH
+                        or _walk_check(obj, True, False) is None):
+                    objs.append(obj)
+                    raws.append(raw if canonical and _plain(obj) else None)
+                    continue
+        if not raw.strip():
+            continue
+        at_eof = lineno == n and last_torn
+        objs.append(parse_json_line(raw if at_eof else raw + b"\n", path, lineno, at_eof=at_eof))
+        raws.append(None)
+    if not objs:
+        raise DataError(path, "file is empty (no JSON lines)")
+    return objs, raws
 
 
 class AppendLog:
