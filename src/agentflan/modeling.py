@@ -96,12 +96,14 @@ def save_model(model, tokenizer, out_dir: Path, state_dict: dict | None = None) 
     os.replace(tmp, out_dir)
 
 
-def load_causal_lm(path_or_name: str, revision: str | None = None, dtype: str = "auto", device: str = "cpu"):
+def load_causal_lm(path_or_name: str, revision: str | None = None, dtype: str = "auto", device: str = "cpu",
+                   attn_implementation: str | None = None):
     import torch
     from transformers import AutoModelForCausalLM
     torch_dtype = {"auto": "auto", "bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[dtype]
+    extra = {"attn_implementation": attn_implementation} if attn_implementation else {}
     model = AutoModelForCausalLM.from_pretrained(path_or_name, revision=revision, dtype=torch_dtype,
-                                                 trust_remote_code=False, use_safetensors=True)
+                                                 trust_remote_code=False, use_safetensors=True, **extra)
     return model.to(device)
 
 

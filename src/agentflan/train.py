@@ -87,8 +87,89 @@ class _DS:
         return {"input_ids": e.input_ids, "labels": e.labels, "capability": e.capability, "part": e.part}
 
 
+def pack_rows(lengths: list[int], capacity: int) -> list[list[int]]:
+    """Best-fit decreasing: indices of ``lengths`` grouped into rows whose total is at most
+    ``capacity`` (a sample longer than ``capacity`` gets a row of its own). Deterministic: ties in
+    length keep the input order, ties in remaining space take the earliest row. The rows come out
+    in order of their first sample's position in the input, each row's samples in input order."""
+    rows: list[list[int]] = []
+    space: list[int] = []
+    for i in sorted(range(len(lengths)), key=lambda i: (-lengths[i], i)):
+        best = -1
+        for r, free in enumerate(space):
+            if lengths[i] <= free and (best < 0 or free < space[best]):
+                best = r
+        if best < 0:
+            rows.append([i])
+            space.append(capacity - lengths[i])
+        else:
+            rows[best].append(i)
+            space[best] -= lengths[i]
+    return sorted((sorted(r) for r in rows), key=lambda r: r[0])
+
+
+class _Packed:
+    """Micro-batches of ``per_device`` consecutive examples (of the seeded, length-grouped order),
+    each packed into rows of at most ``capacity`` tokens: one dataset item per micro-batch, so the
+    Trainer's accumulation and the ranks' share of a global batch are those of the padded path."""
+
+    def __init__(self, items, per_device: int, capacity: int | None):
+        self.micro = []
+        for start in range(0, len(items), per_device):
+            chunk = items[start:start + per_device]
+            lengths = [len(e) for e in chunk]
+            rows = pack_rows(lengths, capacity or max(lengths))
+            self.micro.append([[chunk[i] for i in row] for row in rows])
+
+    def __len__(self):
+        return len(self.micro)
+
+    def __getitem__(self, i):
+        return {"rows": self.micro[i]}
+
+    def stats(self) -> dict:
+        rows = [r for m in self.micro for r in m]
+        real = sum(len(e) for r in rows for e in r)
+        computed = sum(len(m) * max(sum(len(e) for e in r) for r in m) for m in self.micro)
+        return {"rows": len(rows), "samples": sum(len(r) for r in rows), "real_tokens": real,
+                "computed_tokens": computed}
+
+
+def collate_packed(batch, pad_id: int):
+    """One packed micro-batch -> tensors. Position ids restart at 0 for every sample (and for the
+    padding at a row's end), and no attention mask is passed: transformers then derives the
+    block-diagonal causal mask from the position ids (SDPA, eager, flex attention) or runs varlen
+    flash attention, so no token attends across samples. ``sample`` numbers the samples of the
+    micro-batch (-1 on padding) for per-sample loss normalisation."""
+    import torch
+    (item,) = batch
+    rows = item["rows"]
+    width = max(sum(len(e) for e in row) for row in rows)
+    out = {k: [] for k in ("input_ids", "labels", "capability", "part", "position_ids", "sample")}
+    n = 0
+    for row in rows:
+        vals = {k: [] for k in out}
+        for e in row:
+            vals["input_ids"] += e.input_ids
+            vals["labels"] += e.labels
+            vals["capability"] += e.capability
+            vals["part"] += e.part
+            vals["position_ids"] += list(range(len(e)))
+            vals["sample"] += [n] * len(e)
+            n += 1
+        pad = width - len(vals["input_ids"])
+        for key, value in (("input_ids", pad_id), ("labels", -100), ("capability", 0), ("part", 0), ("sample", -1)):
+            vals[key] += [value] * pad
+        vals["position_ids"] += list(range(pad))
+        for k in out:
+            out[k].append(vals[k])
+    return {k: torch.tensor(v, dtype=torch.long) for k, v in out.items()}
+
+
 def collate(batch, pad_id: int):
     import torch
+    if "rows" in batch[0]:
+        return collate_packed(batch, pad_id)
     n = max(len(b["input_ids"]) for b in batch)
 
     def pad(key, value):
@@ -134,16 +215,21 @@ def accepts_logits_to_keep(model) -> bool:
     return "logits_to_keep" in inspect.signature(base.forward).parameters
 
 
-def loss_terms(ce, keep, normalization: str):
+def loss_terms(ce, keep, normalization: str, sample=None):
     """Numerator of the loss of one micro-batch under ``normalization``: the sum of the trained
     tokens' cross-entropies (``token``) or the sum of each sample's mean (``sample``). The trainer
     divides it by the matching global count of the optimizer step (tokens or samples over every
-    micro-batch of the accumulation and every rank)."""
+    micro-batch of the accumulation and every rank). ``sample``: the sample number of each
+    position (packed rows hold several samples); without it each row is one sample."""
     import torch
     if normalization == "token":
         return ce.sum()
-    rows = keep.nonzero()[:, 0]
-    n = keep.size(0)
+    if sample is None:
+        rows = keep.nonzero()[:, 0]
+        n = keep.size(0)
+    else:
+        rows = sample[keep]
+        n = int(sample.max()) + 1
     sums = torch.zeros(n, dtype=ce.dtype, device=ce.device).index_add(0, rows, ce)
     counts = torch.bincount(rows, minlength=n).to(ce.dtype)
     has = counts > 0
@@ -156,7 +242,12 @@ def global_count(batches, normalization: str):
     total = 0
     for b in batches:
         trained = b["labels"][:, 1:] != -100
-        total = total + (trained.sum() if normalization == "token" else trained.any(dim=1).sum())
+        if normalization == "token":
+            total = total + trained.sum()
+        elif "sample" in b:  # packed: count the samples with a trained token, not the rows
+            total = total + b["sample"][:, :-1][trained].unique().numel()
+        else:
+            total = total + trained.any(dim=1).sum()
     return total
 
 
@@ -214,6 +305,7 @@ def _make_trainer_cls():
             cap = inputs.pop("capability")
             part = inputs.pop("part")
             labels = inputs.pop("labels")
+            sample = inputs.pop("sample", None)
             keep = keep_mask(labels)
             tgt = labels[:, 1:][keep[:, :-1]]
             if self._fast_head and not return_outputs:
@@ -223,9 +315,10 @@ def _make_trainer_cls():
                 out = model(**inputs)
                 logits = out.logits[keep]
             ce = F.cross_entropy(logits.float(), tgt, reduction="none")
-            numer = loss_terms(ce, keep, self._norm)
+            numer = loss_terms(ce, keep, self._norm, sample)
             if num_items_in_batch is None:  # evaluation or a caller outside the training loop
-                denom = global_count([{"labels": labels}], self._norm)
+                denom = global_count([{"labels": labels, **({"sample": sample} if sample is not None else {})}],
+                                     self._norm)
                 loss = numer / torch.as_tensor(denom).clamp(min=1).to(numer.device)
             else:
                 # DDP and DeepSpeed average gradients over ranks: scale back to a global mean.
@@ -380,6 +473,7 @@ def train(*, base_model: str, data_path: Path, out_dir: Path, metrics_path: Path
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
     per_device = int(recipe.get("per_device_batch_size") or recipe["batch_size"])
+    packing = packing_settings(recipe, max_length)
     accum = max(1, int(recipe["batch_size"]) // (per_device * world))
     epochs = float(recipe.get("epochs", 1))
     steps_per_epoch = math.ceil(len(examples) / (per_device * world * accum))
@@ -413,7 +507,8 @@ def train(*, base_model: str, data_path: Path, out_dir: Path, metrics_path: Path
     # Built before the model: with a ZeRO-3 config this makes from_pretrained load under zero.Init.
     args = TrainingArguments(
         output_dir=str(checkpoint_dir),
-        per_device_train_batch_size=per_device,
+        # packed: one dataset item is a whole packed micro-batch of per_device samples
+        per_device_train_batch_size=1 if packing else per_device,
         gradient_accumulation_steps=accum,
         num_train_epochs=epochs,
         max_steps=total_steps,
@@ -449,7 +544,8 @@ def train(*, base_model: str, data_path: Path, out_dir: Path, metrics_path: Path
         ds.init_distributed(dist_backend=None if cuda else "gloo")
     # Master weights: fp32 unless DeepSpeed holds them (or LoRA, whose adapters peft keeps in fp32).
     load_dtype = dtype if (deepspeed or method == "lora") else "fp32"
-    model = load_causal_lm(base_model, dtype=load_dtype)
+    attn = attention_implementation(recipe, packing, cuda)
+    model = load_causal_lm(base_model, dtype=load_dtype, attn_implementation=attn)
     zero_init = any(hasattr(p, "ds_id") for p in model.parameters())
     if zero_init:
         print(f"[train] {model_id}: loaded under zero.Init (parameters partitioned over {world} ranks)")
@@ -474,7 +570,10 @@ def train(*, base_model: str, data_path: Path, out_dir: Path, metrics_path: Path
         resume = _latest_checkpoint(checkpoint_dir)
         _drop_incomplete_checkpoints(checkpoint_dir)
     resume_step = int(Path(resume).name.split("-")[-1]) if resume else None
-    trainer = trainer_cls(model=model, args=args, train_dataset=_DS([examples[i] for i in order]),
+    ordered = [examples[i] for i in order]
+    dataset = _Packed(ordered, per_device, packing["max_tokens"]) if packing else _DS(ordered)
+    batch_stats = dataset.stats() if packing else padded_stats([len(e) for e in ordered], per_device)
+    trainer = trainer_cls(model=model, args=args, train_dataset=dataset,
                           data_collator=lambda b: collate(b, tokenizer.pad_token_id),
                           metrics_path=tmp_metrics, metrics_keep_until=resume_step if resume else None,
                           schedule=(warmup_steps, total_steps, warmup_start_lr / lr, min_lr_ratio),
@@ -509,6 +608,9 @@ def train(*, base_model: str, data_path: Path, out_dir: Path, metrics_path: Path
             "seed": seed, "deepspeed": recipe.get("deepspeed"), "zero_stage": ds_stage, "zero_init": zero_init, "dtype": dtype,
             "master_weights": "fp32" if (mixed or dtype == "fp32") else dtype,
             "encoding": enc_stats, **_loss_summary(metrics_path),
+            "packing": packing or False, "attn_implementation": attn,
+            "batches": {**batch_stats, "padding_share": round(1 - batch_stats["real_tokens"] /
+                                                              max(1, batch_stats["computed_tokens"]), 6)},
             "tokens_trained": sum(sum(1 for x in e.labels if x != -100) for e in examples),
         }
         write_json(config_path, effective)
@@ -520,6 +622,49 @@ def train(*, base_model: str, data_path: Path, out_dir: Path, metrics_path: Path
             shutil.rmtree(checkpoint_dir, ignore_errors=True)
         return effective
     return {}
+
+
+def packing_settings(recipe: dict, max_length: int) -> dict | None:
+    """``recipe['packing']``: false/absent (padded micro-batches), true, or ``{max_tokens: N}``.
+
+    ``max_tokens`` is the row capacity. Left out (``null``), a micro-batch's rows are as wide as its
+    longest sample: short samples share rows, and no row is wider than the padded batch would be,
+    which suits SDPA and eager attention (their cost grows with the square of the row width, mask
+    or not). With varlen flash or flex attention, whose cost follows the samples, set it large
+    (one row per micro-batch). An explicit value is at least ``max_length``, so every sample fits."""
+    raw = recipe.get("packing", False)
+    if raw in (False, None):
+        return None
+    if raw is True:
+        raw = {}
+    if not isinstance(raw, dict) or set(raw) - {"max_tokens"}:
+        raise ValueError(f"training packing must be true, false or {{max_tokens: N}}, not {raw!r}")
+    cap = raw.get("max_tokens")
+    if cap is not None:
+        cap = int(cap)
+        if cap < max_length:
+            raise ValueError(f"packing.max_tokens ({cap}) must be at least max_length ({max_length})")
+    return {"max_tokens": cap}
+
+
+def attention_implementation(recipe: dict, packing: dict | None, cuda: bool) -> str:
+    """``recipe['attn_implementation']`` (``auto`` by default): on a GPU with packing, varlen
+    flash attention when ``flash-attn`` is installed, else flex attention (its block mask skips
+    the blocks between samples); otherwise SDPA. Any transformers name may be given explicitly."""
+    attn = recipe.get("attn_implementation", "auto")
+    if attn != "auto":
+        return attn
+    if cuda and packing:
+        import importlib.util
+        return "flash_attention_2" if importlib.util.find_spec("flash_attn") else "flex_attention"
+    return "sdpa"
+
+
+def padded_stats(lengths: list[int], per_device: int) -> dict:
+    """Rows, real and computed (padded) tokens of the padded micro-batches."""
+    computed = sum(max(lengths[k:k + per_device]) * len(lengths[k:k + per_device])
+                   for k in range(0, len(lengths), per_device))
+    return {"rows": len(lengths), "samples": len(lengths), "real_tokens": sum(lengths), "computed_tokens": computed}
 
 
 def _write_probe(trainer, example, path: Path) -> None:
