@@ -98,6 +98,26 @@ def test_derived_counts_with_a_bpe_that_splits_at_begin_tags(mini_corpus):
         assert derive(rows[record_key(rec)], rec) == _slow_counts(enc, 200), rec["id"]
 
 
+@pytest.mark.parametrize("max_length", [None, 40, 8192])
+def test_batched_rows_equal_per_record_rows(fixture_corpus, mini_corpus, llama2_tokenizer, mistral_tokenizer,
+                                            max_length):
+    """The batched path (whole batches in numpy, the backend called directly) gives the rows of the
+    per-record path, own-mask check included, with Llama-2, Mistral (byte-fallback begin tags) and
+    the miniature's BPE (texts split at begin tags: those records take the per-record path)."""
+    fixtures = _all_records(*fixture_corpus)
+    converted, general, tok_dir = mini_corpus
+    mini = _all_records(converted, general)
+    for records, tok in ((fixtures, llama2_tokenizer), (fixtures, mistral_tokenizer),
+                         (mini, load_tokenizer(str(tok_dir)))):
+        records = _random_masks(records, 5) + records   # the first record of a key makes its row
+        for batch in (512, 7):
+            fast_tok, slow_tok = TemplateTokenizer(tok), TemplateTokenizer(tok)
+            fast = build_rows(records, fast_tok, max_length, batch=batch)
+            assert fast == build_rows(records, slow_tok, max_length, batch=batch, batched=False)
+            assert fast_tok.split_texts == slow_tok.split_texts
+    assert slow_tok.split_texts > 0
+
+
 def _check_stats_identical(converted, general, tok_dir, tmp_path, max_length, modes):
     cache = tmp_path / "token_counts.jsonl"
     records = _all_records(converted, general)
@@ -166,9 +186,10 @@ def test_cache_file_is_deterministic_and_independent_of_order(fixture_corpus, ll
     seg_tok = TemplateTokenizer(llama2_tokenizer)
     write_counts(tmp_path / "a", build_rows(records, seg_tok, 512), "h", 512)
     write_counts(tmp_path / "b", build_rows(records[::-1] + records[:3], seg_tok, 512), "h", 512)
-    write_counts(tmp_path / "c", build_rows(records, seg_tok, 512, batch=3, workers=2), "h", 512)
+    write_counts(tmp_path / "c", build_rows(records, seg_tok, 512, batch=3, workers=2, batched=False), "h", 512)
+    write_counts(tmp_path / "d", build_rows(records, seg_tok, 512, batch=3), "h", 512)
     a = (tmp_path / "a").read_bytes()
-    assert a == (tmp_path / "b").read_bytes() == (tmp_path / "c").read_bytes()
+    assert a == (tmp_path / "b").read_bytes() == (tmp_path / "c").read_bytes() == (tmp_path / "d").read_bytes()
     head = json.loads(a.splitlines()[0])
     assert head["records"] == len({record_key(r) for r in records}) and head["max_length"] == 512
     assert set(head) == {"columns", "format", "max_length", "records", "tokenizer_sha256"}

@@ -56,17 +56,35 @@ def _copy_turns(rec: dict) -> dict:
 
 
 def apply_weights_mask(records: list[dict], weights: dict, seed: int) -> list[dict]:
+    """Each trained turn of capability c keeps its loss with probability w_c (module docstring).
+    A record none of whose turns loses its loss is returned as it is (the same object), the others
+    as copies with their own turn dicts."""
     out = []
+    sha256, from_bytes = hashlib.sha256, int.from_bytes
     for rec in records:
-        rec = _copy_turns(rec)
+        flips = None
+        prefix = None
         for i, t in enumerate(rec["turns"]):
             cap = t.get("capability")
             if t["train"] and cap is not None:
                 w = float(weights.get(cap, 1.0))
                 if w > 1.0:
                     raise ValueError(f"capability weight {cap}={w} > 1 needs capability_mode 'sample'")
-                if _unit(seed, "mask", rec["id"], i) >= w:
-                    t["train"] = False
+                if not w < 1.0:   # w == 1 (or NaN): the turn always keeps its loss
+                    continue
+                if w > 0:          # _unit(seed, "mask", rec["id"], i) >= w, unrolled
+                    if prefix is None:
+                        prefix = f"{seed}\x1fmask\x1f{rec['id']}\x1f"
+                    u = from_bytes(sha256(f"{prefix}{i}".encode()).digest()[:8], "big") / 2 ** 64
+                    if u < w:
+                        continue
+                (flips := flips or []).append(i)
+        if flips is None:
+            out.append(rec)
+            continue
+        rec = _copy_turns(rec)
+        for i in flips:
+            rec["turns"][i]["train"] = False
         out.append(rec)
     return out
 
@@ -100,16 +118,23 @@ def apply_weights_sample(records: list[dict], weights: dict, seed: int) -> list[
 def negative_case(rec: dict) -> str:
     """The paper's Figure 6 case of a record: a (no tools, general), b (tools, general query),
     c (no tools, tool-like query), d (tools, tool query)."""
-    prompt = "\n".join(t["content"] for t in rec["turns"] if t["role"] in ("system",))
-    if not prompt and rec["turns"] and rec["turns"][0]["role"] == "user":
-        prompt = rec["turns"][0]["content"]
-    has_tools = any(m in prompt for m in TOOL_MARKERS)
     src = rec["source"].replace("data_", "", 1)
     if src == "sharegpt":
         return "a"
-    if src == NEGATIVE_SOURCE:
-        return "b" if has_tools else "c"
-    return "d"
+    if src != NEGATIVE_SOURCE:
+        return "d"
+    prompt = "\n".join(t["content"] for t in rec["turns"] if t["role"] in ("system",))
+    if not prompt and rec["turns"] and rec["turns"][0]["role"] == "user":
+        prompt = rec["turns"][0]["content"]
+    return "b" if any(m in prompt for m in TOOL_MARKERS) else "c"
+
+
+def source_stems(spec: dict, formats: dict | None = None) -> set[str]:
+    """The converted files :func:`build_dataset` draws ``spec``'s records from."""
+    stems = set((formats or DEFAULT_FORMATS).get(spec.get("format", "chat"), []))
+    if spec.get("negatives"):
+        stems.add(NEGATIVE_SOURCE)
+    return stems
 
 
 def build_dataset(spec: dict, converted: dict[str, list[dict]], general: list[dict], *,

@@ -161,8 +161,18 @@ def tokenizer(kind: str, out_dir: str, converted_dir: str, sharegpt_path: str, p
         tmp.rename(out_dir)
 
 
-def _load_converted(converted_dir: str) -> dict[str, list[dict]]:
-    return {p.stem: read_jsonl(p) for p in sorted(Path(converted_dir).glob("*.jsonl"))}
+def _load_converted(converted_dir: str, stems=None, lines: dict | None = None) -> dict[str, list[dict]]:
+    """The converted files (only ``stems`` where given; a missing one is left out). ``lines``, if
+    given, receives ``{id(record): its line}`` for the records whose line can be written again as
+    it is (:func:`agentflan.io.read_jsonl_lines`)."""
+    from .io import read_jsonl_lines
+    out = {}
+    for p in sorted(Path(converted_dir).glob("*.jsonl")):
+        if stems is None or p.stem in stems:
+            out[p.stem], raws = read_jsonl_lines(p)
+            if lines is not None:
+                lines.update((id(r), raw) for r, raw in zip(out[p.stem], raws) if raw is not None)
+    return out
 
 
 @_stamped
@@ -195,10 +205,18 @@ def ablation(dataset_id: str, spec: dict, converted_dir: str, sharegpt_path: str
              max_length: int, seed: int, capability_mode: str, sharegpt_mode: str, sharegpt_ratio: float,
              audit_samples: int, out_data: str, out_stats: str, out_audit: str,
              token_counts: str | None = None) -> None:
-    from .ablations import audit_dump, build_dataset, dataset_stats
+    from .ablations import audit_dump, build_dataset, dataset_stats, source_stems
+    from .io import dumps_bytes, read_jsonl_lines, write_lines
     from .tokcache import LazyTemplateTokenizer, load_for
     counts = load_for(token_counts, tokenizer_dir, max_length)
-    records = build_dataset(spec, _load_converted(converted_dir), read_jsonl(sharegpt_path), seed=seed,
+    # Only the files the data set draws from; records it does not change are written back as
+    # the lines they were read from (the same bytes as dumping them again).
+    lines: dict[int, bytes] = {}
+    general: list[dict] = []
+    if spec.get("sharegpt"):
+        general, raws = read_jsonl_lines(sharegpt_path)
+        lines.update((id(r), raw) for r, raw in zip(general, raws) if raw is not None)
+    records = build_dataset(spec, _load_converted(converted_dir, source_stems(spec), lines), general, seed=seed,
                             capability_mode=capability_mode, sharegpt_mode=sharegpt_mode,
                             sharegpt_ratio=sharegpt_ratio)
     stats = dataset_stats(records, LazyTemplateTokenizer(tokenizer_dir), max_length, counts=counts)
@@ -207,7 +225,7 @@ def ablation(dataset_id: str, spec: dict, converted_dir: str, sharegpt_path: str
     stats.update({"dataset_id": dataset_id, "spec": spec, "capability_mode": capability_mode,
                   "sharegpt_mode": sharegpt_mode, "seed": seed})
     stamp = _prov(converted_dir, sharegpt_path, tokenizer_dir)
-    write_jsonl(out_data, records)
+    write_lines(out_data, (lines.get(id(r)) or dumps_bytes(r) for r in records))
     prov.write_sidecar(out_data, stamp)
     write_json(out_stats, _with_prov(stats, stamp))
     write_text(out_audit, audit_dump(records, audit_samples, dataset_id))

@@ -40,12 +40,15 @@ import hashlib
 import json
 import multiprocessing as mp
 import os
+from concurrent.futures import ThreadPoolExecutor
+from itertools import chain
 from pathlib import Path
 
 import numpy as np
 
-from .io import DataError, atomic_open, dumps
-from .template import CAPABILITY_IDS, PART_IDS, TemplateTokenizer, _anchors, _Layout, segments
+from .io import DataError, atomic_open, dumps, dumps_bytes, loads_fast
+from .template import (_SCAFFOLD, CAPABILITY_IDS, PART_IDS, TEMPLATE, TemplateTokenizer, _anchors, _Layout,
+                       segments)
 
 FORMAT = "agentflan-token-counts/1"
 COLUMNS = ["turn", "capability", "trained", "trained_in_window", "format", "format_in_window"]
@@ -76,7 +79,8 @@ def record_key(record: dict) -> str:
     and the general flag (train flags excluded: they select turns at lookup)."""
     parts = ["G" if is_general(record) else "A"]
     for t in record["turns"]:
-        parts += (t["role"], str(t.get("capability") or ""), str(len(t["content"])), t["content"])
+        content, cap = t["content"], t.get("capability")
+        parts += (t["role"], cap if type(cap) is str else str(cap or ""), str(len(content)), content)
     return hashlib.sha256("\x1f".join(parts).encode("utf-8", "surrogatepass")).hexdigest()
 
 
@@ -154,15 +158,18 @@ def derive(row: dict, record: dict) -> tuple[int, int, int, dict[int, int]]:
     """Counts of ``record`` (whose train flags select turns) from its cache row: full length,
     trained tokens, trained tokens within the window, trained tokens within the window by
     capability id."""
-    sel = set(trained_turns(record))
+    turns = record["turns"]
+    n_turns = len(turns)
     full = win = 0
     by_cap: dict[int, int] = {}
     for i, cap, tf, tw, _ff, _fw in row["t"]:
-        if i in sel:
-            full += tf
-            win += tw
-            if tw:
-                by_cap[cap] = by_cap.get(cap, 0) + tw
+        if i < n_turns:
+            t = turns[i]
+            if t["role"] == "assistant" and t.get("train"):   # i in trained_turns(record)
+                full += tf
+                win += tw
+                if tw:
+                    by_cap[cap] = by_cap.get(cap, 0) + tw
     return row["n"], full, win, by_cap
 
 
@@ -171,7 +178,9 @@ _SHARED: dict = {}
 
 
 def _rows_of(keyed: list[tuple[str, dict]], seg_tok: TemplateTokenizer, max_length: int | None) -> dict[str, dict]:
-    """Cache rows of distinct ``(key, record)`` pairs, tokenised in one batched tokenizer call."""
+    """Cache rows of distinct ``(key, record)`` pairs, tokenised in one batched tokenizer call and
+    counted record by record (:func:`_row`): the reference path, used for the records that
+    :func:`_batch_rows` leaves to it (a token straddling an assistant begin tag, bad offsets)."""
     records = [r for _, r in keyed]
     bos = 1 if seg_tok.add_bos else 0
     rows: dict[str, dict] = {}
@@ -187,6 +196,211 @@ def _rows_of(keyed: list[tuple[str, dict]], seg_tok: TemplateTokenizer, max_leng
     return rows
 
 
+# ----------------------------------------------------------------------------- batched path
+# The same rows as _rows_of, computed for a whole batch at once: the tokens of all its records lie
+# in one array (character offsets shifted by each record's place in the batch's concatenated text),
+# so the boundary rule, the segment lookup and the per-turn counts are a few numpy calls per batch
+# instead of per record. tests/test_tokcache.py checks both paths give the same rows.
+
+class _Backend:
+    """The ``tokenizers.Tokenizer`` of a fast Hugging Face tokenizer, called the way
+    :meth:`TemplateTokenizer._call` calls the wrapper (no special tokens added, strings that spell a
+    special token tokenised as text, no truncation, no padding) but without the wrapper's
+    conversion of every encoding into lists: the batch encodes in Rust on all cores, and only
+    the offsets come back to Python."""
+
+    def __init__(self, backend):
+        self.backend = backend
+
+    @classmethod
+    def of(cls, tok) -> "_Backend | None":
+        """The backend of ``tok`` where it has one and it is set up as above apart from the
+        special-token flag; else None (stand-in tokenizers, a truncating backend)."""
+        try:
+            from tokenizers import Tokenizer
+        except ImportError:   # pragma: no cover - transformers' fast tokenizers need it
+            return None
+        bk = getattr(tok, "backend_tokenizer", None)
+        if not isinstance(bk, Tokenizer) or bk.truncation is not None or bk.padding is not None:
+            return None
+        return cls(bk)
+
+    def offsets(self, texts: list[str]) -> list[list[tuple[int, int]]]:
+        """Character offsets of every text's tokens (``encode_special_tokens`` set by the caller)."""
+        return [e.offsets for e in self.backend.encode_batch(texts, add_special_tokens=False)]
+
+
+_ASSISTANT_BEGIN, _ASSISTANT_END = TEMPLATE["assistant"]
+_FORMAT_ID = PART_IDS["format"]
+
+
+def _flat_layout(keyed: list[tuple[str, dict]]):
+    """Texts and the segment table of a batch: every record's all-trained layout (as
+    :func:`_layout` builds it through :func:`agentflan.template.segments`) with segments of no
+    characters left out, offsets counted from the start of the batch's concatenated text."""
+    texts, rec_base = [], []
+    seg_start, seg_untrained, seg_fmt, seg_turn = [], [], [], []
+    turn_cap, turn_own, turn_base, cuts, cut_rec = [], [], [], [], []
+    pos = tb = 0
+    for r, (_, rec) in enumerate(keyed):
+        general = is_general(rec)
+        rec_base.append(pos)
+        turn_base.append(tb)
+        parts = []
+        for t in rec["turns"]:
+            role, content = t["role"], t["content"]
+            begin, end = TEMPLATE[role]
+            parts += (begin, content, end)
+            seg_start.append(pos)
+            seg_untrained.append(True)
+            seg_fmt.append(False)
+            seg_turn.append(tb)
+            pos += len(begin)
+            if role == "assistant":
+                cuts.append(pos)
+                cut_rec.append(r)
+                turn_cap.append(CAPABILITY_IDS["general" if general else (t.get("capability") or "other")])
+                react = False
+                at = pos
+                for m in _SCAFFOLD.finditer(content):
+                    react = True
+                    a, b = pos + m.start(), pos + m.end()
+                    if a > at:
+                        seg_start.append(at), seg_untrained.append(False), seg_fmt.append(False), seg_turn.append(tb)
+                    seg_start.append(a), seg_untrained.append(False), seg_fmt.append(True), seg_turn.append(tb)
+                    at = b
+                pos += len(content)
+                if pos > at:
+                    seg_start.append(at), seg_untrained.append(False), seg_fmt.append(False), seg_turn.append(tb)
+                seg_start.append(pos), seg_untrained.append(False), seg_fmt.append(react), seg_turn.append(tb)
+            else:
+                turn_cap.append(0)
+                if content:
+                    seg_start.append(pos), seg_untrained.append(True), seg_fmt.append(False), seg_turn.append(tb)
+                pos += len(content)
+                seg_start.append(pos), seg_untrained.append(True), seg_fmt.append(False), seg_turn.append(tb)
+            pos += len(end)
+            turn_own.append(role == "assistant" and bool(t.get("train")))
+            tb += 1
+        texts.append("".join(parts))
+    turn_base.append(tb)
+    rec_base.append(pos)
+    return (texts, np.asarray(rec_base, dtype=np.int64), np.asarray(seg_start, dtype=np.int64),
+            np.asarray(seg_untrained, dtype=bool), np.asarray(seg_fmt, dtype=bool),
+            np.asarray(seg_turn, dtype=np.int64), turn_cap, np.asarray(turn_own, dtype=bool), turn_base,
+            np.asarray(cuts, dtype=np.int64), np.asarray(cut_rec, dtype=np.int64))
+
+
+def _batch_rows(keyed: list[tuple[str, dict]], layout, offsets: list[list[tuple[int, int]]], bos: int,
+                max_length: int | None) -> tuple[dict[str, dict], list[int]]:
+    """Rows of a batch from its tokens' offsets (the rule of :func:`_row`), and the indices of the
+    records left to :func:`_rows_of`: a token straddles an assistant begin tag (the template then
+    tokenises the text in pieces) or the offsets are not monotonic (it raises the error)."""
+    (texts, rec_base, seg_start, seg_untrained, seg_fmt, seg_turn, turn_cap, turn_own, turn_base, cuts,
+     cut_rec) = layout
+    n_rec = len(keyed)
+    n_tok = np.fromiter(map(len, offsets), dtype=np.int64, count=n_rec)
+    total = int(n_tok.sum())
+    off = np.fromiter(chain.from_iterable(chain.from_iterable(offsets)), dtype=np.int64,
+                      count=2 * total).reshape(-1, 2)
+    tok_first = np.cumsum(n_tok) - n_tok                  # index of each record's first token
+    rec = np.repeat(np.arange(n_rec), n_tok)              # record of every token
+    base, end_of = rec_base[:-1][rec], rec_base[1:][rec]  # its text's start and end in the batch
+    starts, ends = off[:, 0] + base, off[:, 1] + base
+    slow = np.zeros(n_rec, dtype=bool)
+    if total:
+        # _anchors: a token's first character, offsets widened back to the previous token's end
+        reach = np.maximum.accumulate(ends)
+        prev = np.empty_like(reach)
+        prev[1:] = reach[:-1]
+        has = n_tok > 0
+        prev[tok_first[has]] = rec_base[:-1][has]
+        anchors = np.minimum(starts, prev)
+        inner = rec[1:] == rec[:-1]
+        slow[rec[1:][inner & (np.diff(anchors) < 0)]] = True
+        slow[rec[starts > ends]] = True
+        last_tok = tok_first[has] + n_tok[has] - 1
+        slow[rec[last_tok][reach[last_tok] > end_of[last_tok]]] = True
+        # _straddled: a token that starts before an assistant begin tag's end and reaches past it
+        i = np.searchsorted(anchors, cuts, side="left") - 1
+        ok = i >= 0
+        hit = np.zeros(len(cuts), dtype=bool)
+        hit[ok] = (rec[i[ok]] == cut_rec[ok]) & (reach[i[ok]] > cuts[ok])
+        slow[cut_rec[hit]] = True
+        # _trained_tokens: trained iff no untrained character from first to last
+        first = np.minimum(anchors, end_of - 1)
+        last = np.minimum(np.maximum(np.maximum(ends, first + 1), base + 1), end_of)
+        lengths = np.diff(np.append(seg_start, rec_base[-1]))
+        untrained = np.concatenate(([0], np.cumsum(np.repeat(seg_untrained, lengths))))
+        trained = (untrained[last] - untrained[first]) == 0
+        seg = np.searchsorted(seg_start, first, side="right") - 1
+        turn = seg_turn[seg]
+        fmt = seg_fmt[seg]
+        if max_length is not None:
+            inwin = (np.arange(total) - tok_first[rec]) + bos < max_length
+        else:
+            inwin = np.ones(total, dtype=bool)
+        n_turns = turn_base[-1]
+        cols = [np.bincount(turn[m], minlength=n_turns).tolist() for m in
+                (trained, trained & inwin, trained & fmt, trained & fmt & inwin)]
+        # The check of _row against the record's own mask: the same rule with the characters of
+        # the turns the record does not train counted as untrained (its real layout's labels).
+        own_untrained = np.concatenate(([0], np.cumsum(np.repeat(seg_untrained | ~turn_own[seg_turn], lengths))))
+        r_trained = (own_untrained[last] - own_untrained[first]) == 0
+        n_caps = len(CAPABILITY_IDS)
+        caps_of_turn = np.asarray(turn_cap, dtype=np.int64)
+        want = [np.bincount(rec[r_trained], minlength=n_rec).tolist(),
+                np.bincount(rec[r_trained & inwin], minlength=n_rec).tolist(),
+                np.bincount(rec[r_trained & inwin] * n_caps + caps_of_turn[turn[r_trained & inwin]],
+                            minlength=n_rec * n_caps).reshape(n_rec, n_caps).tolist()]
+    else:
+        n_turns = turn_base[-1]
+        cols = [[0] * n_turns for _ in range(4)]
+        want = [[0] * n_rec, [0] * n_rec, [[0] * len(CAPABILITY_IDS) for _ in range(n_rec)]]
+    c0, c1, c2, c3 = cols
+    rows: dict[str, dict] = {}
+    n_list = (n_tok + bos).tolist()
+    for r, (key, record) in enumerate(keyed):
+        if slow[r]:
+            continue
+        tb = turn_base[r]
+        t = [[i - tb, turn_cap[i], c0[i], c1[i], c2[i], c3[i]] for i in range(tb, turn_base[r + 1]) if c0[i]]
+        row = rows[key] = {"n": n_list[r], "t": t}
+        got = derive(row, record)
+        row["x"] = (got[1], got[2], got[3]) == (want[0][r], want[1][r], {i: c for i, c in enumerate(want[2][r]) if c})
+    return rows, [int(r) for r in np.flatnonzero(slow)]
+
+
+def _rows_fast(keyed: list[tuple[str, dict]], seg_tok: TemplateTokenizer, backend: _Backend,
+               max_length: int | None, batch: int) -> dict[str, dict]:
+    """Rows of ``keyed`` in batches: the backend encodes the next batch (in Rust, without the GIL)
+    while this thread counts the current one."""
+    bos = 1 if seg_tok.add_bos else 0
+    spans = [keyed[k:k + batch] for k in range(0, len(keyed), batch)]
+    rows: dict[str, dict] = {}
+
+    def encode(part):
+        lay = _flat_layout(part)
+        return lay, backend.offsets(lay[0])
+
+    # = split_special_tokens=True, which the wrapper's own calls (the per-record path) set as well
+    before = backend.backend.encode_special_tokens
+    backend.backend.encode_special_tokens = True
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            nxt = pool.submit(encode, spans[0]) if spans else None
+            for k, part in enumerate(spans):
+                layout, offsets = nxt.result()
+                nxt = pool.submit(encode, spans[k + 1]) if k + 1 < len(spans) else None
+                got, slow = _batch_rows(part, layout, offsets, bos, max_length)
+                rows.update(got)
+                if slow:
+                    rows.update(_rows_of([part[i] for i in slow], seg_tok, max_length))
+    finally:
+        backend.backend.encode_special_tokens = before
+    return rows
+
+
 def _worker(span: tuple[int, int]) -> tuple[dict[str, dict], int]:
     seg_tok, records, max_length = _SHARED["seg_tok"], _SHARED["records"], _SHARED["max_length"]
     before = seg_tok.split_texts
@@ -195,13 +409,20 @@ def _worker(span: tuple[int, int]) -> tuple[dict[str, dict], int]:
 
 
 def build_rows(records: list[dict], seg_tok: TemplateTokenizer, max_length: int | None,
-               batch: int = BATCH, workers: int = 1) -> dict[str, dict]:
-    """One cache row per distinct record key, every distinct record tokenised once; ``workers``
-    forked processes share the batches (the rows do not depend on how they are shared)."""
+               batch: int = BATCH, workers: int = 1, batched: bool = True) -> dict[str, dict]:
+    """One cache row per distinct record key, every distinct record tokenised once.
+
+    With ``batched`` (default) and a fast tokenizer, the batched path (:func:`_batch_rows`) counts
+    whole batches at once and leaves only the records the template splits to the per-record path
+    (:func:`_rows_of`); otherwise every record takes the per-record path, in ``workers`` forked
+    processes if more than one. The rows are the same whichever path or sharing."""
     todo: dict[str, dict] = {}
     for r in records:
         todo.setdefault(record_key(r), r)
     distinct = list(todo.items())
+    backend = _Backend.of(seg_tok.tok) if batched else None
+    if backend is not None:
+        return _rows_fast(distinct, seg_tok, backend, max_length, batch)
     spans = [(k, min(k + batch, len(distinct))) for k in range(0, len(distinct), batch)]
     rows: dict[str, dict] = {}
     if workers > 1 and len(spans) > 1 and "fork" in mp.get_all_start_methods():
@@ -222,10 +443,23 @@ def build_rows(records: list[dict], seg_tok: TemplateTokenizer, max_length: int 
 def write_counts(path: str | os.PathLike, rows: dict[str, dict], tok_sha: str, max_length: int | None) -> None:
     header = {"format": FORMAT, "max_length": max_length, "records": len(rows), "tokenizer_sha256": tok_sha,
               "columns": COLUMNS}
-    with atomic_open(path) as fh:
-        fh.write(dumps(header) + "\n")
-        for key in sorted(rows):
-            fh.write(dumps({"k": key, **rows[key]}) + "\n")
+    with atomic_open(path, "wb") as fh:
+        fh.write(dumps(header).encode("utf-8") + b"\n")
+        fh.write(b"".join(dumps_bytes({"k": key, **rows[key]}) + b"\n" for key in sorted(rows)))
+
+
+def _row_ok(row, width: int) -> bool:
+    """Whether a parsed line is a cache row: k, n, x and t rows of ``width`` non-negative ints."""
+    if (type(row) is not dict or type(row.get("k")) is not str or type(row.get("n")) is not int
+            or type(row.get("x")) is not bool or type(row.get("t")) is not list):
+        return False
+    for u in row["t"]:
+        if type(u) is not list or len(u) != width:
+            return False
+        for v in u:
+            if type(v) is not int or v < 0:
+                return False
+    return True
 
 
 class TokenCounts:
@@ -248,13 +482,15 @@ class TokenCounts:
         if lines and lines[-1] == b"":
             lines.pop()
 
-        def parse(i: int):
+        def parse(i: int, strict: bool = False):
             try:
-                return json.loads(lines[i])
+                return json.loads(lines[i]) if strict else loads_fast(lines[i])
             except (ValueError, RecursionError) as e:   # JSONDecodeError and UnicodeDecodeError
+                if not strict:
+                    return parse(i, strict=True)   # json's value, or json's error
                 raise DataError(path, f"not valid JSON ({type(e).__name__})", line=i + 1) from None
 
-        header = parse(0) if lines else None
+        header = parse(0, strict=True) if lines else None
         if not isinstance(header, dict) or header.get("format") != FORMAT:
             raise DataError(path, f"not a token-counts file (first line must be a {FORMAT} header)", line=1)
         if tokenizer_sha256 is not None and header.get("tokenizer_sha256") != tokenizer_sha256:
@@ -268,17 +504,12 @@ class TokenCounts:
         width = len(COLUMNS)
         for i in range(1, len(lines)):
             row = parse(i)
-            ok = (type(row) is dict and type(row.get("k")) is str and type(row.get("n")) is int
-                  and type(row.get("x")) is bool and type(row.get("t")) is list)
-            if ok:
-                for t in row["t"]:
-                    if type(t) is not list or len(t) != width or not all(type(v) is int and v >= 0 for v in t):
-                        ok = False
-                        break
-            if not ok:
-                raise DataError(path, "malformed token-counts row (needs k, n, x and t rows of "
-                                      f"{width} non-negative ints)", line=i + 1,
-                                record=row.get("k") if isinstance(row, dict) else None)
+            if not _row_ok(row, width):
+                row = parse(i, strict=True)   # as json reads it (orjson reads ints over 64 bits as floats)
+                if not _row_ok(row, width):
+                    raise DataError(path, "malformed token-counts row (needs k, n, x and t rows of "
+                                          f"{width} non-negative ints)", line=i + 1,
+                                    record=row.get("k") if isinstance(row, dict) else None)
             if row["k"] in rows:
                 raise DataError(path, "duplicate key", line=i + 1, record=row["k"])
             rows[row["k"]] = row
