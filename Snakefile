@@ -2,6 +2,8 @@
 #   snakemake --cores all                                   offline miniature (config/config.yaml)
 #   snakemake --cores all --configfile config/paper.yaml    the paper preset (real data, Llama-2)
 # Stage targets: data, ablations, train, evaluate, tables, figures (e.g. `snakemake -n ablations`).
+#   snakemake bundle                                        results bundle: what the tables are computed from
+#   snakemake --cores all --config from_bundle=PATH         tables and figures from a bundle (CPU, no data/models)
 # Where things live: rules in workflow/rules/<stage>.smk; each calls one function of
 # src/agentflan/stages.py, which calls the stage module; config keys: workflow/schemas/config.schema.yaml.
 from snakemake.utils import min_version, validate
@@ -33,5 +35,6 @@ rule all:
         rules.tables.input,
         rules.figures.input,
         f"{TABLES}/diff_vs_paper.md",
-        rules.data.input,
-        rules.ablations.input,
+        # from_bundle (tables and figures from a results bundle): nothing upstream of the summaries
+        [] if FROM_BUNDLE else rules.data.input,
+        [] if FROM_BUNDLE else rules.ablations.input,

@@ -484,9 +484,34 @@ def _write_csv(df, path: Path, *inputs) -> None:
 
 
 # ----------------------------------------------------------------------------- reporting
-def table(table_id: str, summary_dir: str, reported: str, out_csv: str, out_md: str) -> None:
+def table(table_id: str, summary_dir: str, reported: str, out_csv: str, out_md: str,
+          from_bundle: bool = False) -> None:
     from .reporting import build_table
     build_table(table_id, Path(summary_dir), Path(reported), Path(out_csv), Path(out_md))
+    if from_bundle:  # the table's first line says where its numbers came from
+        from .bundle import header_note
+        note = header_note(Path(summary_dir))
+        if note is None:
+            raise DataError(summary_dir, "from_bundle is set but this summary was not unpacked from a bundle")
+        title, _, rest = Path(out_md).read_text(encoding="utf-8").partition("\n")
+        write_text(out_md, f"{title}\n\n{note}\n{rest}")
+
+
+def bundle(roots: dict, files: list, config: dict, out: str) -> None:
+    """Pack the results the tables and figures are computed from into one archive (no weights)."""
+    from . import bundle as bundle_mod
+    from .provenance import code_hash, repo_root
+    manifest = bundle_mod.write_bundle(bundle_mod.members_of(roots, files), config, Path(out),
+                                       code_hash=code_hash(), commit=bundle_mod.git_commit(repo_root()))
+    print(f"[bundle] {out}: {len(manifest['files'])} files, config sha256 {manifest['config_sha256'][:12]}, "
+          f"code {manifest['code_hash'][:12]}")
+
+
+def unbundle(bundle: str, summary_dir: str, expected: list, run: str) -> None:
+    """Check a results bundle against its manifest and unpack its summaries (from_bundle runs)."""
+    from .bundle import unpack_summary
+    note = unpack_summary(Path(bundle), Path(summary_dir), list(expected), run)
+    print(f"[unbundle] {bundle}: sha256 {note['bundle_sha256'][:12]}, results of code {note['code_hash'][:12]}")
 
 
 def figure(fig_id: str, summary_dir: str, reported: str, out_png: str) -> None:

@@ -10,45 +10,103 @@ SUMMARY_FILES = ["scores.csv", "models.csv", "ablation_stats.csv", "train_curves
 
 
 TRAIN_LOGGED = [m for m in MODEL_IDS if not (m.startswith("base-") and not config["models"]["pretrain"]["enabled"])]
+FROM_BUNDLE = config.get("from_bundle")
+SUMMARY_OUTPUTS = [f"{SUMMARY}/{name}" for name in SUMMARY_FILES]
 
 
-rule summarize:
-    conda:
-        "../../envs/workflow.yaml"
-    input:
-        scores=expand(f"{RESULTS}/eval/{{model}}/{{benchmark}}.scores.json", model=MODEL_IDS, benchmark=BENCHMARKS),
-        stats=expand(f"{DATA}/ablations/{{dataset}}/stats.json", dataset=sorted(DATASETS)),
-        metrics=expand(f"{RESULTS}/train/{{model}}/metrics.jsonl", model=TRAIN_LOGGED),
-        configs=expand(f"{RESULTS}/train/{{model}}/train_config.json", model=TRAIN_LOGGED),
-        card=f"{DATA}/card.json",
-        examples=[f"{DATA}/converted/toolbench_react_10p.jsonl", f"{DATA}/converted/toolbench_tflan_60p_r10r5u7.jsonl"],
-    output:
-        [f"{SUMMARY}/{name}" for name in SUMMARY_FILES],
-    params:
-        args=lambda wc, input: as_params(
-            scores=list(input.scores),
-            models=_models_meta(),
-            ablation_stats=list(input.stats),
-            metrics=list(input.metrics),
-            train_configs=list(input.configs),
-            card_json=input.card,
-            experiments=cfg.experiments(config),
-            example_source={"react_path": input.examples[0], "chat_path": input.examples[1]},
-            out_dir=SUMMARY,
-        ),
-    log:
-        f"{LOGS}/report/summarize.log",
-    benchmark:
-        f"{BENCH}/report/summarize.tsv"
-    shell:
-        stage("summarize")
+if FROM_BUNDLE:
+
+    rule unbundle:
+        """--config from_bundle=PATH: the summaries come from a results bundle (agentflan.bundle),
+        checked against its manifest; nothing upstream of the tables runs."""
+        conda:
+            "../../envs/workflow.yaml"
+        input:
+            FROM_BUNDLE,
+        output:
+            SUMMARY_OUTPUTS,
+        params:
+            args=as_params(bundle=FROM_BUNDLE, summary_dir=SUMMARY, expected=SUMMARY_FILES, run=RUN),
+        log:
+            f"{LOGS}/report/unbundle.log",
+        benchmark:
+            f"{BENCH}/report/unbundle.tsv"
+        shell:
+            stage("unbundle")
+
+else:
+
+    rule bundle:
+        """`snakemake bundle`: one archive of what the tables and figures are computed from (no weights)."""
+        conda:
+            "../../envs/workflow.yaml"
+        input:
+            summary=SUMMARY_OUTPUTS,
+            scores=expand(f"{RESULTS}/eval/{{model}}/{{benchmark}}.scores.json", model=MODEL_IDS, benchmark=BENCHMARKS),
+            predictions=expand(f"{RESULTS}/eval/{{model}}/{{benchmark}}.predictions.jsonl", model=MODEL_IDS,
+                               benchmark=BENCHMARKS),
+            metrics=expand(f"{RESULTS}/train/{{model}}/metrics.jsonl", model=TRAIN_LOGGED),
+            configs=expand(f"{RESULTS}/train/{{model}}/train_config.json", model=TRAIN_LOGGED),
+            stats=expand(f"{DATA}/ablations/{{dataset}}/stats.json", dataset=sorted(DATASETS)),
+            card=f"{DATA}/card.json",
+        output:
+            f"{RESULTS}/bundle/{RUN}-results.tar.gz",
+        params:
+            args=lambda wc, input: as_params(
+                roots={"summary": SUMMARY, "eval": f"{RESULTS}/eval", "train": f"{RESULTS}/train", "data": DATA},
+                files=[*input.summary, *input.scores, *input.predictions, *input.metrics, *input.configs,
+                       *input.stats, input.card],
+                config=config,
+                out=f"{RESULTS}/bundle/{RUN}-results.tar.gz",
+            ),
+        log:
+            f"{LOGS}/report/bundle.log",
+        benchmark:
+            f"{BENCH}/report/bundle.tsv"
+        shell:
+            stage("bundle")
+
+
+if not FROM_BUNDLE:
+
+    rule summarize:
+        """The summary files every table and figure reads (not defined with from_bundle: see unbundle)."""
+        conda:
+            "../../envs/workflow.yaml"
+        input:
+            scores=expand(f"{RESULTS}/eval/{{model}}/{{benchmark}}.scores.json", model=MODEL_IDS, benchmark=BENCHMARKS),
+            stats=expand(f"{DATA}/ablations/{{dataset}}/stats.json", dataset=sorted(DATASETS)),
+            metrics=expand(f"{RESULTS}/train/{{model}}/metrics.jsonl", model=TRAIN_LOGGED),
+            configs=expand(f"{RESULTS}/train/{{model}}/train_config.json", model=TRAIN_LOGGED),
+            card=f"{DATA}/card.json",
+            examples=[f"{DATA}/converted/toolbench_react_10p.jsonl", f"{DATA}/converted/toolbench_tflan_60p_r10r5u7.jsonl"],
+        output:
+            [f"{SUMMARY}/{name}" for name in SUMMARY_FILES],
+        params:
+            args=lambda wc, input: as_params(
+                scores=list(input.scores),
+                models=_models_meta(),
+                ablation_stats=list(input.stats),
+                metrics=list(input.metrics),
+                train_configs=list(input.configs),
+                card_json=input.card,
+                experiments=cfg.experiments(config),
+                example_source={"react_path": input.examples[0], "chat_path": input.examples[1]},
+                out_dir=SUMMARY,
+            ),
+        log:
+            f"{LOGS}/report/summarize.log",
+        benchmark:
+            f"{BENCH}/report/summarize.tsv"
+        shell:
+            stage("summarize")
 
 
 rule table:
     conda:
         "../../envs/report.yaml"
     input:
-        rules.summarize.output,
+        SUMMARY_OUTPUTS,
         REPORTED,
     output:
         csv=f"{TABLES}/{{table}}.csv",
@@ -57,7 +115,8 @@ rule table:
         table="table[1-6]",
     params:
         args=lambda wc: as_params(table_id=wc.table, summary_dir=SUMMARY, reported=REPORTED,
-                                  out_csv=f"{TABLES}/{wc.table}.csv", out_md=f"{TABLES}/{wc.table}.md"),
+                                  out_csv=f"{TABLES}/{wc.table}.csv", out_md=f"{TABLES}/{wc.table}.md",
+                                  **({"from_bundle": True} if FROM_BUNDLE else {})),
     log:
         f"{LOGS}/report/{{table}}.log",
     benchmark:
@@ -70,7 +129,7 @@ rule figure:
     conda:
         "../../envs/report.yaml"
     input:
-        rules.summarize.output,
+        SUMMARY_OUTPUTS,
         REPORTED,
     output:
         report(f"{FIGURES}/{{fig}}.png", caption="../report/figure.rst", category="Figures"),
