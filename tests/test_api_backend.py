@@ -124,7 +124,8 @@ def _gen(**kw) -> tuple[ApiGenerator, list[float]]:
 def test_normal_reply_request_and_run_record(tmp_path, endpoint, capsys):
     out = _stage(tmp_path, {"gsm8k": _items(3), "mmlu": _items(2, "mmlu")})
     preds = [json.loads(x) for x in out["gsm8k"].read_text().splitlines()]
-    assert preds == [{"id": f"gsm8k/{i}", "prediction": f"echo: What is {i} + {i}?"} for i in range(3)]
+    assert preds == [{"backend": "api", "id": f"gsm8k/{i}", "prediction": f"echo: What is {i} + {i}?"}
+                     for i in range(3)]
     assert len(endpoint.requests) == 5
     first = endpoint.requests[0]
     assert first["path"] == "/v1/chat/completions"

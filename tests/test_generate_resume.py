@@ -1,6 +1,8 @@
 """Generation survives a kill: finished replies go to a side file (``<out>.partial.jsonl``), a
 rerun reuses the ones whose key matches and generates only the rest, and the predictions are
-byte-identical to an uninterrupted run's (single-turn benchmarks and multi-step HotpotQA episodes).
+byte-identical to an uninterrupted run's (single-turn benchmarks and multi-step HotpotQA episodes),
+with the plain backend (units = left-padded batches) and the fast one (units = groups of
+``batch_size * group_batches`` prompts sharing the decode slots).
 
 The model is a tiny random Llama with one edit: its replies start with ``Action:`` (a forced chain
 of tokens), then go on at random, so with ``stop_on_invalid: false`` every HotpotQA episode runs
@@ -25,6 +27,9 @@ torch = pytest.importorskip("torch")
 
 RAW = Path(__file__).parent / "fixtures" / "eval" / "raw"
 GEN = {"max_new_tokens": 24, "batch_size": 4, "max_prompt_length": 192}
+# (backend settings, prompts per unit of work)
+BACKENDS = {"plain": ({"backend": "plain"}, 4), "fast": ({"backend": "fast", "group_batches": 1}, 4),
+            "fast-groups": ({"backend": "fast", "group_batches": 2}, 8)}
 EPISODE_OPTIONS = {"stop_on_invalid": False, "max_steps": 3}
 
 
@@ -91,24 +96,24 @@ def tiny(tmp_path_factory):
 
 
 def _counting(gen, fail_after: int | None = None):
-    """Count the prompts the model generates for; raise (a stand-in for a kill) after
-    ``fail_after`` batches."""
+    """Count the prompts and units the model generates for; raise (a stand-in for a kill) after
+    ``fail_after`` units."""
     seen = {"rows": 0, "batches": 0}
-    real = gen.model.generate
+    real = gen._generate
 
-    def wrapped(*args, **kwargs):
+    def wrapped(prompts, width):
         if fail_after is not None and seen["batches"] >= fail_after:
             raise KeyboardInterrupt("killed")
-        seen["rows"] += kwargs["input_ids"].shape[0]
+        seen["rows"] += len(prompts)
         seen["batches"] += 1
-        return real(*args, **kwargs)
-    gen.model.generate = wrapped
+        return real(prompts, width)
+    gen._generate = wrapped
     return seen
 
 
-def _generator(root):
+def _generator(root, backend: str = "plain"):
     from agentflan.generate import Generator
-    return Generator(str(root / "model"), threads=1, **GEN)
+    return Generator(str(root / "model"), threads=1, **GEN, **BACKENDS[backend][0])
 
 
 # ---------------------------------------------------------------------------- side file
@@ -147,37 +152,42 @@ def test_side_file_bad_middle_line_is_an_error(tmp_path, bad, msg):
 
 
 # ---------------------------------------------------------------------------- in-process resume
-def test_resume_generates_only_missing_items(tiny, tmp_path):
+@pytest.mark.parametrize("backend", sorted(BACKENDS))
+def test_resume_generates_only_missing_items(tiny, tmp_path, backend):
     from agentflan.generate import ResumeLog, prompt_hash
     root, single, _ = tiny
+    unit = BACKENDS[backend][1]
     msgs, ids = [it["messages"] for it in single[:40]], [it["id"] for it in single[:40]]
-    gen = _generator(root)
+    gen = _generator(root, backend)
+    assert gen.unit == unit
     key = gen.settings_key()
     full = gen(msgs)
     assert len(set(full)) > 5 and all(t.startswith("Action:") for t in full)
 
     path = tmp_path / "gsm8k.predictions.jsonl.partial.jsonl"
-    seen = _counting(gen, fail_after=4)                      # "killed" after 4 of 10 batches
+    kill_after = 16 // unit
+    seen = _counting(gen, fail_after=kill_after)             # "killed" after 16 of 40 prompts
     with pytest.raises(KeyboardInterrupt), ResumeLog(path, key) as log:
         gen(msgs, ids=ids, log=log)
     lines = [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines()]
-    assert len(lines) == 16 and seen["rows"] == 16
-    # one batch's lines become stale (other settings), and a torn line is left at the end
-    stale = lines[-4:]
+    assert len(lines) == 16 and seen["rows"] == 16 and seen["batches"] == kill_after
+    # one unit's lines become stale (other settings), and a torn line is left at the end
+    stale = lines[-unit:]
     with open(path, "w", encoding="utf-8") as fh:
-        for row in lines[:-4]:
+        for row in lines[:-unit]:
             fh.write(_line(row["id"], row["prompt"], row["reply"], key))
         for row in stale:
             fh.write(_line(row["id"], row["prompt"], "stale reply", "0" * 64))
         fh.write(_line("gsm8k/39", "p", "torn", key)[:30])
 
-    gen2 = _generator(root)
+    gen2 = _generator(root, backend)
     seen2 = _counting(gen2)
+    kept = 16 - unit
     with ResumeLog(path, key) as log:
-        assert (len(log.entries), log.stale, log.torn) == (12, 4, 1)
+        assert (len(log.entries), log.stale, log.torn) == (kept, unit, 1)
         out = gen2(msgs, ids=ids, log=log)
-    assert out == full                                       # same batches => same replies
-    assert seen2["rows"] == 40 - 12 and gen2.resumed == 12 and gen2.generated == 28
+    assert out == full                                       # same units => same replies
+    assert seen2["rows"] == 40 - kept and gen2.resumed == kept and gen2.generated == 40 - kept
     # the side file now holds every reply, each keyed by id, prompt hash and settings
     done = {json.loads(x)["id"]: json.loads(x) for x in path.read_text(encoding="utf-8").splitlines()}
     assert sorted(done) == sorted(ids)
@@ -187,7 +197,7 @@ def test_resume_generates_only_missing_items(tiny, tmp_path):
     # a prompt that changed is regenerated (its old line no longer matches), the rest is reused
     msgs2 = [list(m) for m in msgs]
     msgs2[5] = [{"role": "user", "content": "A different question."}]
-    gen3 = _generator(root)
+    gen3 = _generator(root, backend)
     seen3 = _counting(gen3)
     with ResumeLog(path, key) as log:
         out3 = gen3(msgs2, ids=ids, log=log)
@@ -199,10 +209,15 @@ def test_settings_key_tracks_model_and_decoding(tiny, tmp_path):
 
     from agentflan.generate import Generator
     root, _, _ = tiny
-    a = _generator(root).settings_key()
-    assert a == _generator(root).settings_key()
+    a = Generator(str(root / "model"), threads=1, **GEN).settings_key()         # the default backend: fast
+    assert a == Generator(str(root / "model"), threads=1, **GEN, backend="fast", group_batches=4).settings_key()
     assert Generator(str(root / "model"), threads=1, **{**GEN, "max_new_tokens": 25}).settings_key() != a
     assert Generator(str(root / "model"), threads=1, **{**GEN, "batch_size": 8}).settings_key() != a
+    # the backend and its parameters are part of the key
+    others = [_generator(root, "plain").settings_key(), _generator(root, "fast").settings_key(),
+              Generator(str(root / "model"), threads=1, **GEN, prefill_tokens=64).settings_key(),
+              Generator(str(root / "model"), threads=1, **GEN, share_prefixes=False).settings_key()]
+    assert len({a, *others}) == 5
     other = tmp_path / "model"
     shutil.copytree(root / "model", other)
     assert Generator(str(other), threads=1, **GEN).settings_key() == a      # content, not path
@@ -235,11 +250,12 @@ def test_step_ids_name_each_episode_step():
     assert calls == [[f"{q[0]}#1", "twin#1"], [f"{q[0]}#2", "twin#2"]]
 
 
-def test_episodes_resume_step_by_step(tiny, tmp_path):
+@pytest.mark.parametrize("backend", ["plain", "fast"])
+def test_episodes_resume_step_by_step(tiny, tmp_path, backend):
     from agentflan.generate import ResumeLog
     root, _, episodes = tiny
     items = episodes[:8]
-    gen = _generator(root)
+    gen = _generator(root, backend)
     key = gen.settings_key()
     full = registry.run_episodes(items, gen.as_fn(), EPISODE_OPTIONS)
     assert all(len(r["trajectory"]) == 3 and r["stop_reason"] == "max_steps" for r in full)
@@ -252,7 +268,7 @@ def test_episodes_resume_step_by_step(tiny, tmp_path):
     ids = [json.loads(x)["id"] for x in path.read_text(encoding="utf-8").splitlines()]
     assert len(ids) == 12 and sum(i.endswith("#1") for i in ids) == 8 and seen["rows"] == 12
 
-    gen2 = _generator(root)
+    gen2 = _generator(root, backend)
     seen2 = _counting(gen2)
     with ResumeLog(path, key) as log:
         rows = registry.run_episodes(items, gen2.keyed_fn(log, "hotpotqa"), EPISODE_OPTIONS, step_ids=True)
@@ -261,14 +277,14 @@ def test_episodes_resume_step_by_step(tiny, tmp_path):
 
 
 # ---------------------------------------------------------------------------- a real kill
-def _params(root: Path, out_dir: Path) -> Path:
+def _params(root: Path, out_dir: Path, backend: str) -> Path:
     p = out_dir / "params.json"
     out_dir.mkdir(parents=True, exist_ok=True)
     p.write_text(json.dumps({
         "model": str(root / "model"),
         "items": {b: str(root / f"{b}.jsonl") for b in ("gsm8k", "hotpotqa")},
         "out": {b: str(out_dir / f"{b}.predictions.jsonl") for b in ("gsm8k", "hotpotqa")},
-        "generation": GEN, "options": {"hotpotqa": EPISODE_OPTIONS}, "threads": 1}))
+        "generation": {**GEN, **BACKENDS[backend][0]}, "options": {"hotpotqa": EPISODE_OPTIONS}, "threads": 1}))
     return p
 
 
@@ -299,18 +315,19 @@ def _run_until(cmd, side: Path, min_lines: int, log_path: Path) -> None:
         proc.wait()
 
 
-def test_killed_generation_resumes_byte_identical(tiny, tmp_path, capsys):
+@pytest.mark.parametrize("backend", ["plain", "fast"])
+def test_killed_generation_resumes_byte_identical(tiny, tmp_path, capsys, backend):
     from agentflan import stages
     root, single, episodes = tiny
     ref, run = tmp_path / "ref", tmp_path / "run"
-    stages.generate(**json.loads(_params(root, ref).read_text()))      # uninterrupted, in this process
+    stages.generate(**json.loads(_params(root, ref, backend).read_text()))      # uninterrupted, in this process
     ref_log = capsys.readouterr().out
     assert _replies(ref_log, "gsm8k") == (0, len(single))
     n_steps = _replies(ref_log, "hotpotqa")[1]
     assert n_steps == 3 * len(episodes)                      # every episode ran all its steps
     assert not list(ref.glob("*.partial.jsonl"))
 
-    params = _params(root, run)
+    params = _params(root, run, backend)
     outs = {b: run / f"{b}.predictions.jsonl" for b in ("gsm8k", "hotpotqa")}
     sides = {b: Path(f"{outs[b]}.partial.jsonl") for b in outs}
     # kill 1: in the middle of the single-turn benchmark
@@ -333,4 +350,5 @@ def test_killed_generation_resumes_byte_identical(tiny, tmp_path, capsys):
     assert _replies(final.stdout, "hotpotqa") == (k2, n_steps - k2)
     for b, out in outs.items():
         assert out.read_bytes() == (ref / out.name).read_bytes(), b
+        assert {json.loads(x)["backend"] for x in out.read_text(encoding="utf-8").splitlines()} == {backend}
     assert not list(run.glob("*.partial.jsonl"))

@@ -1,8 +1,18 @@
 """Batched greedy generation with the Agent-FLAN template (evaluation's only model-facing code).
 
 Prompts are tokenised segment by segment exactly as in training
-(:meth:`agentflan.template.SegmentTokenizer.encode_prompt`), left-padded, and decoded greedily
-until the assistant end tag (``ി\\n``), EOS or ``max_new_tokens``.
+(:meth:`agentflan.template.SegmentTokenizer.encode_prompt`) and decoded greedily until the
+assistant end tag (``ി\\n``), EOS or ``max_new_tokens``, by one of three backends
+(``evaluation.generation.backend``):
+
+* ``fast`` (default): :class:`agentflan.fastgen.FastDecoder`, continuous batching over a slot KV
+  cache with shared prompt prefixes computed once, in this process (CPU or one GPU);
+* ``plain``: transformers' ``model.generate`` on left-padded fixed batches;
+* ``vllm``: :class:`agentflan.fastgen.VllmDecoder`, vLLM's offline engine on GPUs (optional
+  install, envs/vllm.yaml), prompts passed as token ids.
+
+The backend's name is written into every predictions row (``"backend"``) by
+:func:`agentflan.stages.generate`.
 
 Generation survives a kill: with a :class:`ResumeLog` (the *side file*
 ``<predictions>.partial.jsonl``), every finished reply is appended as one JSON line and fsynced per
@@ -14,9 +24,11 @@ missing prompts to the model. The key of a reply is
 * ``settings``: sha256 of :meth:`Generator.settings` (model files, decoding settings, batch size,
   dtype, device type, library versions).
 
-Batches are fixed over the whole call (prompts sorted by length, then cut into ``batch_size``
-chunks), so a rerun regenerates the same batches as an uninterrupted run and gives the same bytes.
-See docs/CONTRACTS.md ("Predictions and the resume side file").
+Units of work are fixed over the whole call: prompts sorted by length (longest first), then cut
+into chunks of ``batch_size`` prompts (``plain``: one left-padded batch each) or of
+``batch_size * group_batches`` prompts (``fast``, ``vllm``: one group sharing ``batch_size``
+decode slots). A rerun regenerates the same units as an uninterrupted run and gives the same
+bytes. See docs/CONTRACTS.md ("Predictions and the resume side file").
 """
 from __future__ import annotations
 
@@ -29,6 +41,8 @@ from .io import AppendLog, DataError, dumps, sha256_file
 from .template import ASSISTANT_STOP, SegmentTokenizer
 
 SIDE_SUFFIX = ".partial.jsonl"
+#: generation backends (``evaluation.generation.backend``)
+BACKENDS = ("fast", "plain", "vllm")
 # bump when the meaning of a stored reply changes (e.g. cut_at_stop); part of the settings key
 SIDE_FORMAT = 1
 # files of a model directory that define the model (weights, config, tokenizer); anything else
@@ -158,35 +172,80 @@ class ResumeLog(AppendLog):
 
 
 class Generator:
+    """Greedy replies of a local model (see the module docstring for the backends).
+
+    ``batch_size`` is the number of rows decoded together; ``group_batches`` (fast, vllm) how many
+    batches' worth of prompts form one group (the unit that shares decode slots and that the side
+    file records at once); ``prefill_tokens`` (fast) the most padded prompt tokens in one prefill
+    forward; ``share_prefixes`` (fast) whether prompt prefixes shared within a group are computed
+    once; ``tensor_parallel_size`` (vllm) GPUs per model, ``None`` = every visible GPU."""
+
     def __init__(self, model_path: str, *, max_new_tokens: int = 96, batch_size: int = 16,
-                 max_prompt_length: int = 1024, threads: int = 1, dtype: str = "auto"):
+                 max_prompt_length: int = 1024, threads: int = 1, dtype: str = "auto", backend: str = "fast",
+                 group_batches: int = 4, prefill_tokens: int = 16384, share_prefixes: bool = True,
+                 tensor_parallel_size: int | None = None):
         import torch
 
+        from .fastgen import BackendError
         from .modeling import load_causal_lm, load_tokenizer
+        if backend not in BACKENDS:
+            raise BackendError(f"generation backend {backend!r} is not one of {', '.join(BACKENDS)}")
+        for name, value in (("max_new_tokens", max_new_tokens), ("batch_size", batch_size),
+                            ("max_prompt_length", max_prompt_length), ("group_batches", group_batches),
+                            ("prefill_tokens", prefill_tokens)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise BackendError(f"generation {name} must be a positive integer, got {value!r}")
+        if tensor_parallel_size is not None and (not isinstance(tensor_parallel_size, int) or tensor_parallel_size < 1):
+            raise BackendError(f"generation tensor_parallel_size must be a positive integer or null, "
+                             f"got {tensor_parallel_size!r}")
         torch.set_num_threads(max(1, threads))
-        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.backend = backend
+        self.device = "cuda" if backend == "vllm" or torch.cuda.is_available() else "cpu"
         self.tok = load_tokenizer(model_path)
         if dtype == "auto":
             dtype = "bf16" if self.device == "cuda" else "fp32"
-        self.model = load_causal_lm(model_path, dtype=dtype, device=self.device).eval()
         self.seg = SegmentTokenizer(self.tok)
         self.model_path = model_path
         self.dtype = dtype
         self.max_new_tokens = max_new_tokens
         self.batch_size = batch_size
         self.max_prompt_length = max_prompt_length
+        self.group_batches = group_batches
+        self.prefill_tokens = prefill_tokens
+        self.share_prefixes = bool(share_prefixes)
+        self.model = None
+        self.engine = None
+        if backend == "vllm":
+            from .fastgen import VllmDecoder
+            self.engine = VllmDecoder(model_path, self.tok, max_new_tokens=max_new_tokens, stop=ASSISTANT_STOP,
+                                      batch_size=batch_size, max_model_len=max_prompt_length + max_new_tokens,
+                                      dtype=dtype, tensor_parallel_size=tensor_parallel_size)
+        else:
+            self.model = load_causal_lm(model_path, dtype=dtype, device=self.device).eval()
+            if backend == "fast":
+                from .fastgen import FastDecoder
+                self.engine = FastDecoder(self.model, self.tok, max_new_tokens=max_new_tokens, stop=ASSISTANT_STOP,
+                                          slots=batch_size, prefill_tokens=prefill_tokens,
+                                          share_prefixes=self.share_prefixes)
         self.truncated_prompts = 0
         self.generated = 0      # prompts sent to the model
         self.resumed = 0        # prompts answered from a side file
         self._settings: dict | None = None
 
+    @property
+    def unit(self) -> int:
+        """Prompts per unit of work: a left-padded batch (plain) or a group (fast, vllm)."""
+        return self.batch_size if self.backend == "plain" else self.batch_size * self.group_batches
+
     def settings(self) -> dict:
         """Everything a greedy reply depends on besides its prompt tokens.
 
-        ``batch_size`` is included: batches are left-padded to their longest prompt and kernels
-        reduce in shape-dependent order, so a reply can differ in the last bits (and a near-tie
-        argmax flip) with another batch composition. The GPU model and the thread count are not
-        included (a resumed cluster job may land on another node)."""
+        ``batch_size`` is included: a reply's floating-point sums depend on its batch's shapes
+        (plain: left padding to the batch's longest prompt; fast: the group's decode slots), and
+        kernels reduce in shape-dependent order, so a reply can differ in the last bits (and a
+        near-tie argmax flip) with another batch composition. So are the backend and its
+        parameters (``generation``). The GPU model and the thread count are not included (a
+        resumed cluster job may land on another node)."""
         if self._settings is None:
             import torch
             import transformers
@@ -201,8 +260,21 @@ class Generator:
                 "stop": ASSISTANT_STOP,
                 "torch": torch.__version__,
                 "transformers": transformers.__version__,
+                "generation": self.describe(),
             }
         return self._settings
+
+    def describe(self) -> dict:
+        """The backend and its parameters (part of :meth:`settings`)."""
+        if self.backend == "plain":
+            return {"backend": "plain"}
+        if self.backend == "fast":
+            from .fastgen import ENGINE_FORMAT
+            return {"backend": "fast", "engine": ENGINE_FORMAT, "group_batches": self.group_batches,
+                    "prefill_tokens": self.prefill_tokens, "share_prefixes": self.share_prefixes,
+                    "min_shared_prefix": self.engine.min_shared_prefix, "refill": self.engine.refill}
+        return {"backend": "vllm", "vllm": self.engine.version, "group_batches": self.group_batches,
+                "tensor_parallel_size": self.engine.tensor_parallel_size}
 
     def settings_key(self) -> str:
         return hashlib.sha256(dumps(self.settings()).encode("utf-8")).hexdigest()
@@ -214,8 +286,17 @@ class Generator:
             ids = ids[-self.max_prompt_length:]
         return ids
 
-    def _generate_rows(self, prompts: list[list[int]], width: int) -> list[str]:
-        """Greedy replies of one batch, every prompt left-padded to ``width`` tokens."""
+    def _generate(self, prompts: list[list[int]], width: int) -> list[str]:
+        """Greedy replies of one unit's prompts (those not resumed), in order. ``width`` is the
+        longest prompt of the whole unit (plain left-pads every batch to it)."""
+        if self.backend == "plain":
+            return self._generate_plain(prompts, width)
+        if self.backend == "fast":
+            return [cut_at_stop(self.tok.decode(ids, skip_special_tokens=True)) for ids in self.engine.run(prompts)]
+        return [cut_at_stop(text) for text in self.engine.run(prompts)]
+
+    def _generate_plain(self, prompts: list[list[int]], width: int) -> list[str]:
+        """Greedy replies of one batch with ``model.generate``, every prompt left-padded to ``width``."""
         import torch
         pad = self.tok.pad_token_id
         ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=self.device)
@@ -234,11 +315,10 @@ class Generator:
         """One greedy reply per message list, in input order.
 
         With ``log`` (and one id per message list), replies found in the side file are reused
-        and every newly generated batch is appended to it. The batches are those of an
-        uninterrupted run: sorted by prompt length (longest first), cut into ``batch_size``
-        chunks, each left-padded to its longest prompt; of a chunk only the prompts missing from
-        the side file go to the model (all or none of it after a kill, as a chunk's lines are
-        written with one write)."""
+        and every newly generated unit is appended to it. The units are those of an
+        uninterrupted run: prompts sorted by length (longest first), cut into chunks of
+        :attr:`unit` prompts; of a chunk only the prompts missing from the side file go to the
+        model (all or none of it after a kill, as a chunk's lines are written with one write)."""
         from tqdm import tqdm
 
         if log is not None and (ids is None or len(ids) != len(batch_messages)):
@@ -247,7 +327,7 @@ class Generator:
         keys = [prompt_hash(p) for p in prompts] if log is not None else []
         order = sorted(range(len(prompts)), key=lambda i: (-len(prompts[i]), i))
         outputs: dict[int, str] = {}
-        chunks = [order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        chunks = [order[i:i + self.unit] for i in range(0, len(order), self.unit)]
         bar = tqdm(total=len(prompts), desc=desc, unit="item", disable=not progress, mininterval=10)
         for chunk in chunks:
             todo = []
@@ -259,7 +339,7 @@ class Generator:
                     outputs[i] = reply
             if todo:
                 width = max(len(prompts[i]) for i in chunk)
-                for i, text in zip(todo, self._generate_rows([prompts[i] for i in todo], width)):
+                for i, text in zip(todo, self._generate([prompts[i] for i in todo], width)):
                     outputs[i] = text
                 if log is not None:
                     log.append([(ids[i], keys[i], outputs[i]) for i in todo])

@@ -264,11 +264,15 @@ def generate(model: str, items: dict, out: dict, generation: dict, options: dict
     finished before the kill is resumed from its side file too).
 
     ``backend`` chooses what answers: absent or ``{"kind": "local"}`` the local model at ``model``
-    (:class:`agentflan.generate.Generator` with ``generation``); ``{"kind": "api", "model": name,
+    (:class:`agentflan.generate.Generator` with ``generation``, whose ``backend`` key picks
+    ``fast``, ``plain`` or ``vllm``); ``{"kind": "api", "model": name,
     "max_tokens": n, ...}`` an OpenAI-compatible endpoint (:class:`agentflan.api_backend.ApiGenerator`,
     the other keys are its keyword arguments; ``model`` here is then only a label and
     ``generation`` is not used). The API backend keeps its reply cache ``<out>.api-cache.jsonl``
-    (never removed: a rerun never pays twice) and writes the run record ``<out>.api.json``."""
+    (never removed: a rerun never pays twice) and writes the run record ``<out>.api.json``.
+
+    Every predictions row carries ``"backend"``: the local generation backend (``fast``,
+    ``plain``, ``vllm``) or ``api``."""
     import time
 
     from .evaluation.registry import is_episodic, run_episodes
@@ -291,9 +295,18 @@ def generate(model: str, items: dict, out: dict, generation: dict, options: dict
     elif kind == "local":
         if backend:
             raise DataError("params", f"generate: the local backend takes no options, got {sorted(backend)}")
-        gen = Generator(model, threads=threads, **generation)
+        from .fastgen import BackendError
+        known = set(inspect.signature(Generator).parameters) - {"model_path", "threads"}
+        if set(generation) - known:
+            raise DataError("params", f"generate: unknown evaluation.generation keys {sorted(set(generation) - known)}; "
+                                      f"known: {sorted(known)}")
+        try:
+            gen = Generator(model, threads=threads, **generation)
+        except BackendError as exc:     # a bad evaluation.generation value, or a backend that cannot run
+            raise DataError("params", f"generate: evaluation.generation of {model!r}: {exc}") from None
         key = gen.settings_key()
-        print(f"[generate] settings key {key} ({len(gen.settings()['model'])} model files hashed)", flush=True)
+        print(f"[generate] settings key {key} ({len(gen.settings()['model'])} model files hashed); "
+              f"backend {gen.describe()}", flush=True)
     else:
         raise DataError("params", f"generate: backend kind {kind!r} is not 'local' or 'api'")
     sides = []
@@ -326,6 +339,8 @@ def generate(model: str, items: dict, out: dict, generation: dict, options: dict
                     preds = [{"id": r["id"], "prediction": t} for r, t in zip(rows, texts)]
             except message_errors as exc:       # a message the chat API cannot take
                 raise DataError(items[benchmark], str(exc)) from None
+        label = gen.backend if kind == "local" else "api"
+        preds = [{**row, "backend": label} for row in preds]
         write_jsonl(out[benchmark], preds)
         prov.write_sidecar(out[benchmark], _prov(items[benchmark], model if kind == "local" else None))
         resumed, generated, secs = gen.resumed - r0, gen.generated - g0, time.monotonic() - t0
@@ -363,8 +378,11 @@ def score(model_id: str, items: dict, predictions: dict, options: dict, out: dic
 @_stamped
 def summarize(scores: list[str], models: dict, ablation_stats: list[str], metrics: list[str],
               train_configs: list[str], card_json: str, experiments: dict, example_source: dict,
-              out_dir: str) -> None:
-    """Collect every computed result into the summary files the tables and figures read."""
+              out_dir: str, per_sample: list[str] | None = None) -> None:
+    """Collect every computed result into the summary files the tables and figures read.
+
+    ``per_sample``: the score jobs' ``<benchmark>.per_sample.jsonl`` (default: the file next to
+    each score file), for ``bootstrap.csv`` (agentflan.reporting.bootstrap)."""
     import pandas as pd
 
     from .train import load_metrics
@@ -387,6 +405,11 @@ def summarize(scores: list[str], models: dict, ablation_stats: list[str], metric
             scoring.setdefault(s["benchmark"], {})[s["model_id"]] = s["scoring"]
     write_json(out / "scoring.json", scoring)
     prov.write_sidecar(out / "scoring.json", _prov(*sorted(scores)))
+    # paired bootstrap of the paper's ablation comparisons, intervals of every cell (per-item scores)
+    from .reporting import bootstrap as boot
+    boot_rows, boot_inputs = boot.from_score_files(scores, per_sample, experiments)
+    write_text(out / boot.FILE, boot.to_csv(boot_rows))
+    prov.write_sidecar(out / boot.FILE, _prov(*sorted(scores), *boot_inputs))
     _write_csv(pd.DataFrame([{"model_id": k, **v} for k, v in sorted(models.items())]), out / "models.csv")
     st_rows = []
     for path in sorted(ablation_stats):
