@@ -603,8 +603,7 @@ class VllmDecoder:
                             tensor_parallel_size=self.tensor_parallel_size, max_num_seqs=batch_size,
                             max_model_len=max_model_len, seed=seed, trust_remote_code=False)
         self.params = vllm.SamplingParams(temperature=0.0, max_tokens=max_new_tokens, stop=[stop],
-                                          stop_token_ids=[tokenizer.eos_token_id], skip_special_tokens=True,
-                                          detokenize=True)
+                                          stop_token_ids=[tokenizer.eos_token_id], skip_special_tokens=True)
 
     def run(self, prompts: Sequence[Sequence[int]]) -> list[str]:
         """The decoded text of every prompt's reply, in order (not yet cut or stripped)."""
