@@ -203,6 +203,8 @@ def experiments(config: dict) -> dict:
         "preset": config["preset"],
         "main_size": m,
         "size_labels": label,
+        # paired bootstrap of the ablation comparisons (agentflan.reporting.bootstrap)
+        "bootstrap": dict((config.get("reporting") or {}).get("bootstrap") or {}),
         "tables": {
             "table1": [{"label": label[m], "model_id": f"base-{m}"},
                        {"label": "AgentTuning*", "model_id": f"react-{m}"},

@@ -8,11 +8,16 @@ Output layouts
 --------------
 CSV (one per table, long form, one line per cell, rows in the table's display order)::
 
-    row,column,ours,paper,note
+    row,column,ours,paper,note[,ours_lo,ours_hi,n_seeds][,vs,delta,delta_lo,delta_hi,excludes_0]
 
 ``ours`` is the formatted value (fixed decimals) or empty; ``paper`` is the value as the paper
 prints it (``??`` unknown in the paper, ``-`` printed as a dash, empty where the paper has no such
-cell); ``note`` says why a cell is empty or how it was derived.
+cell); ``note`` says why a cell is empty or how it was derived. Where the summary has
+``bootstrap.csv`` (:mod:`agentflan.reporting.bootstrap`), score cells get their bootstrap
+interval ``ours_lo, ours_hi`` over ``n_seeds`` training seeds, and the cells of an ablation
+comparison (Tables 2-4) the paired bootstrap against the row ``vs``: ``delta`` (this row minus
+``vs``), its interval ``delta_lo, delta_hi`` and ``excludes_0`` (``true``/``false``). These
+column groups are written only by tables that have such cells.
 
 Markdown: a one-line caption (run, preset, and that paper values are printed beside ours), then
 the table. Table 1 gives every model an ``ours`` and a ``paper`` sub-row; Tables 2-6 pair each
@@ -29,6 +34,9 @@ from typing import Any, Callable
 from .. import provenance as prov
 from ..io import DataError, read_json, write_text
 from . import reported as rep
+from .bootstrap import FILE as BOOTSTRAP_FILE
+from .bootstrap import UNITS as BOOTSTRAP_UNITS
+from .bootstrap import Bootstrap, Comparison, comparisons
 
 TABLE_IDS = ("table1", "table2", "table3", "table4", "table5", "table6")
 
@@ -211,6 +219,18 @@ class Summary:
             raise DataError(self.path("experiments.json"), f"no entry {section}.{key}")
         return sec[key]
 
+    # bootstrap.csv (optional: summaries made before it existed have none) ----------------------
+    @property
+    def bootstrap(self) -> Bootstrap | None:
+        def load():
+            if not (self.dir / BOOTSTRAP_FILE).is_file():
+                return None
+            return Bootstrap(self.path(BOOTSTRAP_FILE))
+        return self._cached("bootstrap", load)
+
+    def comparisons(self, table_id: str) -> list[Comparison]:
+        return [c for c in comparisons(self.experiments) if c.table == table_id]
+
     # scores.csv ------------------------------------------------------------------------------
     @property
     def scores(self) -> dict[tuple[str, str, str], float]:
@@ -334,6 +354,10 @@ class Summary:
 # A table being built
 # --------------------------------------------------------------------------------------------
 
+# Interval columns a cell can add to the CSV (written only when some cell of the table has them).
+EXTRA_COLUMNS = ("ours_lo", "ours_hi", "n_seeds", "vs", "delta", "delta_lo", "delta_hi", "excludes_0")
+
+
 class Table:
     def __init__(self, table_id: str, columns: list[str]):
         self.id = table_id
@@ -352,17 +376,32 @@ class Table:
         if not ours and not note:
             raise AssertionError(f"{self.id} {row}/{column}: empty cell needs a note")
         self.cells[(row, column)] = {"ours": ours, "paper": paper, "note": note,
-                                     "md": md if md is not None else (ours or na(note))}
+                                     "md": md if md is not None else (ours or na(note)), "extra": {}}
+
+    def annotate(self, row: str, column: str, *, ours: str | None = None, md: str | None = None,
+                 **extra: str) -> None:
+        """Add interval columns (:data:`EXTRA_COLUMNS`) to a filled cell, or replace its text."""
+        cell = self.cells[(row, column)]
+        unknown = set(extra) - set(EXTRA_COLUMNS)
+        if unknown:
+            raise AssertionError(f"{self.id} {row}/{column}: unknown columns {sorted(unknown)}")
+        if ours is not None:
+            cell["ours"] = ours
+        if md is not None:
+            cell["md"] = md
+        cell["extra"].update(extra)
 
     def to_csv(self) -> str:
+        used = [c for c in EXTRA_COLUMNS if any(cell["extra"].get(c) for cell in self.cells.values())]
         buf = _io.StringIO()
         w = csv.writer(buf, lineterminator="\n")
-        w.writerow(["row", "column", "ours", "paper", "note"])
+        w.writerow(["row", "column", "ours", "paper", "note", *used])
         for r in self.rows:
             for c in self.columns:
                 cell = self.cells.get((r, c))
                 if cell is not None:
-                    w.writerow([r, c, cell["ours"], cell["paper"], cell["note"]])
+                    w.writerow([r, c, cell["ours"], cell["paper"], cell["note"],
+                                *(cell["extra"].get(k, "") for k in used)])
         return buf.getvalue()
 
 
@@ -435,7 +474,69 @@ def _score_cell(t: Table, s: Summary, row: str, column: str, model_id: str, pape
         t.set(row, column, paper=paper, note=reason)
     else:
         t.set(row, column, ours=fmt_num(v), paper=paper)
+        v = _cell_interval(t, s, row, column, model_id, key, v)
     return v
+
+
+def _cell_interval(t: Table, s: Summary, row: str, column: str, model_id: str, metric_column: str,
+                   v: float) -> float:
+    """Add the cell's bootstrap interval (bootstrap.csv) to a filled score cell. With several
+    training seeds the cell shows their mean and its interval; returns the value shown."""
+    b = s.bootstrap
+    r = b.cell(model_id, *METRICS[metric_column]) if b is not None else None
+    if r is None:
+        return v
+    lo, hi = fmt_num(r["lo"]), fmt_num(r["hi"])
+    if r["n_seeds"] > 1:
+        ours = fmt_num(r["estimate"])
+        t.annotate(row, column, ours=ours, md=f"{ours} [{lo}, {hi}]", ours_lo=lo, ours_hi=hi,
+                   n_seeds=str(r["n_seeds"]))
+        return r["estimate"]
+    t.annotate(row, column, ours_lo=lo, ours_hi=hi, n_seeds=str(r["n_seeds"]))
+    return v
+
+
+def _delta_cell(t: Table, s: Summary, c: Comparison, column: str, metric_column: str | None = None,
+                replace: bool = False) -> dict | None:
+    """Add the paired bootstrap of comparison ``c`` (bootstrap.csv) to a filled cell of its row:
+    CSV columns vs, delta, delta_lo, delta_hi, excludes_0; in the Markdown ``(Δ d [lo, hi]*)``
+    after the value, or, with ``replace`` (a cell that is the delta itself), `` [lo, hi]*``."""
+    b = s.bootstrap
+    cell = t.cells.get((c.row, column))
+    if b is None or cell is None or not cell["ours"]:
+        return None
+    r = b.paired(c.model_id, c.ref_model_id, *METRICS[metric_column or column])
+    if r is None:
+        return None
+    d, lo, hi = (fmt_num(r[k], sign=True) for k in ("estimate", "lo", "hi"))
+    mark = "*" if r["excludes_0"] else ""
+    md = f"{cell['md']} [{lo}, {hi}]{mark}" if replace else f"{cell['md']} (Δ {d} [{lo}, {hi}]{mark})"
+    t.annotate(c.row, column, md=md, vs=c.vs, delta=d, delta_lo=lo, delta_hi=hi,
+               excludes_0="true" if r["excludes_0"] else "false")
+    return r
+
+
+def _bootstrap_notes(s: Summary, comps: list[Comparison], shown: list[dict],
+                     benchmarks: tuple[str, ...]) -> list[str]:
+    """How the deltas' intervals were computed (or why a table has none)."""
+    if not comps:
+        return []
+    b = s.bootstrap
+    if b is None:
+        return [f"No {BOOTSTRAP_FILE} in the result summaries: the ablation comparisons are "
+                "printed without bootstrap intervals."]
+    if not shown:
+        return [f"{BOOTSTRAP_FILE} has no paired bootstrap for this table's comparisons."]
+    refs = ", ".join(dict.fromkeys(f"'{c.vs}'" for c in comps))
+    notes = [f"Δ = the row minus {refs} on the same evaluation items (points); [lo, hi] = "
+             f"{b.level:.0%} paired bootstrap percentile interval ({b.resamples} resamples of the "
+             f"items, the same draws for both models, numpy seed {b.seed}; "
+             f"agentflan.reporting.bootstrap, {BOOTSTRAP_FILE}); * = the interval excludes 0. "
+             "Resampled: " + "; ".join(BOOTSTRAP_UNITS[x] for x in benchmarks) + "."]
+    if any(r["n_seeds"] > 1 or (r["n_seeds_ref"] or 1) > 1 for r in shown):
+        notes.append("Where a model has several training seeds, its score is the mean over seeds, "
+                     "[lo, hi] its interval, and every resample also draws the seeds.")
+    return notes
 
 
 def _paper(idx: dict, table_id: str, row: str, column: str, **kw) -> str:
@@ -568,6 +669,9 @@ def _table2(s: Summary, entries: list[rep.Entry]) -> Table:
         "T-Eval = overall score, HotpotQA = reward (%).",
         "The ReAct row equals Table 1's AgentTuning* row in the paper (61.8 / 25.4).",
     ]
+    comps = s.comparisons("table2")
+    shown = [r for c in comps for col in ("T-Eval", "HotpotQA") if (r := _delta_cell(t, s, c, col))]
+    t.footnotes += _bootstrap_notes(s, comps, shown, ("teval", "hotpotqa"))
     return t
 
 
@@ -605,6 +709,10 @@ def _table3(s: Summary, entries: list[rep.Entry]) -> Table:
     ]
     cfg = _entries(s.config("tables", "table3"), s, "table3", ("label", "model_id"))
     t.footnotes += _agenth_notes(s, [e["model_id"] for e in cfg])
+    comps = s.comparisons("table3")
+    shown = [r for c in comps for col in ("T-Eval", "H_ReAct", "H_General", "H_Score")
+             if (r := _delta_cell(t, s, c, col))]
+    t.footnotes += _bootstrap_notes(s, comps, shown, ("teval", "agenth"))
     return t
 
 
@@ -708,6 +816,12 @@ def _table4(s: Summary, entries: list[rep.Entry]) -> Table:
         "two printed scores. The paper prints only the deltas; its absolute scores are unknown (??).",
         "MMLU/GSM8K = accuracy, HumanEval = pass@1 (%).",
     ]
+    comps = s.comparisons("table4")
+    shown = [r for c in comps for b in T4_BENCH if (r := _delta_cell(t, s, c, f"{b} delta", b, replace=True))]
+    t.footnotes += _bootstrap_notes(s, comps, shown, ("mmlu", "gsm8k", "humaneval"))
+    if shown:
+        t.footnotes.append("The CSV column delta is the bootstrap's estimate, from unrounded scores; "
+                           "it can differ in the last digit from ours (the difference of the printed scores).")
     return t
 
 
