@@ -425,3 +425,112 @@ def test_figure5_pairs_a_react_record_with_its_own_rewrite(tmp_path):
                                           _rec("c1", "tools: get_time", "What time is it in Rome?", "x")])
     ex = _examples(str(tmp_path / "react.jsonl"), str(tmp_path / "chat.jsonl"))
     assert (ex["react"]["id"], ex["chat"]["id"]) == ("r2", "c1") and 0 < ex["similarity"] < 1
+
+
+# ------------------------------------------------------------------------------------- bootstrap intervals
+
+def _bootstrap_summary(tmp_path: Path) -> Path:
+    """The fixture summary plus a bootstrap.csv computed from synthetic per-item scores: Reasoning
+    halved far below All (Weighted) on T-Eval, the other rows noise; allchat-7b has two seeds."""
+    import numpy as np
+
+    from agentflan.reporting import bootstrap as B
+
+    def teval(p, seed):
+        bits = np.random.default_rng(seed).random(80) < p
+        return B.items_from_rows("teval", [{"id": f"t/{i:02d}", "subset": "review_str", "parse_rate": 1.0,
+                                            "review_quality": float(b)} for i, b in enumerate(bits)])
+
+    def rows(bench, p, seed):
+        bits = np.random.default_rng(seed).random(60) < p
+        if bench == "hotpotqa":
+            return B.items_from_rows(bench, [{"id": f"h/{i}", "reward": 100.0 * b, "em": 100.0 * b}
+                                             for i, b in enumerate(bits)])
+        if bench == "agenth":
+            return B.items_from_rows(bench, [{"id": f"a/{i}", "type": "general", "react_hallucination": bool(b),
+                                              "general_hallucination": bool(b) and i % 2 == 0}
+                                             for i, b in enumerate(bits)])
+        key = "passed" if bench == "humaneval" else "correct"
+        return B.items_from_rows(bench, [{"id": f"q/{i}", key: bool(b)} for i, b in enumerate(bits)])
+
+    exp = json.loads((FIXTURE / "experiments.json").read_text())
+    exp["bootstrap"] = {"resamples": 400, "seed": 7}
+    per_item = {}
+    for i, e in enumerate(exp["tables"]["table2"]):
+        p = 0.1 if e["model_id"] == "half-reasoning-7b" else 0.6
+        per_item[(e["model_id"], "teval")] = {0: teval(p, i)} if e["model_id"] != "allchat-7b" \
+            else {0: teval(p, 100), 1: teval(p, 101)}
+        per_item[(e["model_id"], "hotpotqa")] = {0: rows("hotpotqa", 0.3, 50 + i)}
+    for i, e in enumerate(exp["tables"]["table3"]):
+        per_item.setdefault((e["model_id"], "teval"), {0: teval(0.5, 200 + i)})
+        per_item[(e["model_id"], "agenth")] = {0: rows("agenth", 0.1 if e["model_id"] == "agentflan-7b" else 0.5,
+                                                       300 + i)}
+    for b in ("mmlu", "gsm8k", "humaneval"):
+        per_item[("general-7b", b)] = {0: rows(b, 0.4, 400)}
+        per_item[("agentflan-7b", b)] = {0: rows(b, 0.4, 401)}
+    d = edited_summary(tmp_path, lambda d: (d / "experiments.json").write_text(json.dumps(exp)))
+    (d / "bootstrap.csv").write_text(B.to_csv(B.compute(per_item, exp)))
+    return d
+
+
+def test_tables_print_paired_bootstrap(tmp_path):
+    d = _bootstrap_summary(tmp_path)
+    out = build_all(d, tmp_path / "out")
+    with open(out / "table2.csv", newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        assert reader.fieldnames == ["row", "column", "ours", "paper", "note", "ours_lo", "ours_hi", "n_seeds",
+                                     "vs", "delta", "delta_lo", "delta_hi", "excludes_0"]
+        t2 = {(r["row"], r["column"]): r for r in reader}
+    r = t2[("Reasoning halved", "T-Eval")]
+    assert r["ours"] == "44.00" and r["vs"] == "All (Weighted) 1:0.25:0.75" and r["excludes_0"] == "true"
+    assert float(r["delta_hi"]) < 0 and float(r["delta_lo"]) <= float(r["delta"]) <= float(r["delta_hi"])
+    assert t2[("All (Weighted) 1:0.25:0.75", "T-Eval")]["vs"] == ""          # the reference itself
+    assert t2[("Reasoning halved", "Tokens")]["delta"] == ""
+    assert float(t2[("Reasoning halved", "T-Eval")]["ours_lo"]) < float(t2[("Reasoning halved", "T-Eval")]["ours_hi"])
+    # two seeds: the cell is their mean, with its interval, in the CSV and the Markdown
+    a = t2[("Align-Chat All (equal weights)", "T-Eval")]
+    assert a["n_seeds"] == "2" and float(a["ours_lo"]) <= float(a["ours"]) <= float(a["ours_hi"])
+    md = (out / "table2.md").read_text()
+    assert f"{a['ours']} [{a['ours_lo']}, {a['ours_hi']}]" in md
+    assert f"44.00 (Δ {r['delta']} [{r['delta_lo']}, {r['delta_hi']}]*)" in md
+    assert "400 resamples" in md and "seed 7" in md and "excludes 0" in md and "several training seeds" in md
+    t3 = read_table_csv(out / "table3.csv")
+    with open(out / "table3.csv", newline="", encoding="utf-8") as fh:
+        rows3 = {(x["row"], x["column"]): x for x in csv.DictReader(fh)}
+    assert rows3[("Agent-FLAN", "H_ReAct")]["vs"] == "Agent-FLAN w/o NS"
+    assert rows3[("Agent-FLAN", "H_ReAct")]["excludes_0"] == "true"
+    assert rows3[("Agent-FLAN w/o NS", "H_ReAct")]["vs"] == ""
+    assert t3[("Agent-FLAN", "H_ReAct")]["ours"] == "10.00"       # scores.csv value kept
+    t4md = (out / "table4.md").read_text()
+    with open(out / "table4.csv", newline="", encoding="utf-8") as fh:
+        rows4 = {(x["row"], x["column"]): x for x in csv.DictReader(fh)}
+    m = rows4[("Llama2-7B", "MMLU delta")]
+    assert m["ours"] == "-0.30" and m["vs"] == "general data only"
+    assert f"-0.30 [{m['delta_lo']}, {m['delta_hi']}]" in t4md
+    # Tables 5 and 6 keep their layout; the diff still reads every table
+    assert (out / "table5.csv").read_text().splitlines()[0] == "row,column,ours,paper,note"
+    st = diff_status(out)
+    assert st[("table4", "Llama2-7B", "MMLU delta")]["status"] == "match"
+    assert st[("table3", "Agent-FLAN", "T-Eval")]["ours"] == "50.25"
+    # deterministic, and Figure 4 draws the intervals
+    again = build_all(d, tmp_path / "again")
+    for n in sorted(p.name for p in out.iterdir()):
+        assert (out / n).read_bytes() == (again / n).read_bytes(), n
+
+
+def test_figure4_intervals(tmp_path):
+    from agentflan.reporting.figures import figure4_intervals
+    d = _bootstrap_summary(tmp_path)
+    s = Summary(d)
+    models = s.config("figures", "fig4")["models"]
+    bars, lines = figure4_intervals(s, models)
+    assert set(bars) == {(m["label"], c) for m in models for c in ("H_ReAct", "H_General")}
+    assert all(lo <= hi for lo, hi in bars.values())
+    assert len(lines) == 1 and lines[0].startswith("Agent-FLAN vs Agent-FLAN w/o NS: H_ReAct Δ ")
+    assert figure4_intervals(Summary(FIXTURE), models) == ({}, [])
+
+
+def test_tables_without_bootstrap_say_so(built):
+    for t in ("table2", "table3", "table4"):
+        assert "No bootstrap.csv in the result summaries" in (built / f"{t}.md").read_text()
+        assert (built / f"{t}.csv").read_text().splitlines()[0] == "row,column,ours,paper,note"

@@ -1,8 +1,9 @@
 """Paper Figures 1-8 rebuilt from the result summaries (PNG, deterministic bytes).
 
-Determinism: the Agg backend, a fixed figure size and dpi, fixed rc parameters, no error bars
-(seaborn's bootstrap is random), and ``metadata={"Software": None}`` so the PNG carries neither a
-version string nor a timestamp. Same summaries -> same bytes. The one text chunk is the
+Determinism: the Agg backend, a fixed figure size and dpi, fixed rc parameters, no seaborn error
+bars (its bootstrap is random; Figure 4's error bars are the seeded intervals of
+``summary/bootstrap.csv``, :mod:`agentflan.reporting.bootstrap`), and
+``metadata={"Software": None}`` so the PNG carries neither a version string nor a timestamp. Same summaries -> same bytes. The one text chunk is the
 provenance stamp (``agentflan-provenance``: code hash, config subset, package versions, input
 hashes; :mod:`agentflan.provenance`), which holds no time, host or absolute path either.
 """
@@ -198,6 +199,39 @@ def _fig3(s: Summary, entries: list[rep.Entry]) -> Any:
 # Figure 4: Agent-H hallucination rates
 # ---------------------------------------------------------------------------------------------
 
+FIG4_METRICS = ("H_ReAct", "H_General")
+
+
+def figure4_intervals(s: Summary, models: list[dict]) -> tuple[dict, list[str]]:
+    """Figure 4's error bars and delta line from ``bootstrap.csv`` (empty without it):
+    ``({(label, metric): (lo, hi)}, ["H_ReAct Δ ... [lo, hi]*", ...])``, the lines for the
+    paper's comparison with/without negative samples (Table 3) when both models are shown."""
+    b = s.bootstrap
+    if b is None:
+        return {}, []
+    bars = {}
+    for m in models:
+        for col in FIG4_METRICS:
+            r = b.cell(m["model_id"], *METRICS[col])
+            if r is not None:
+                bars[(m["label"], col)] = (r["lo"], r["hi"])
+    shown = {m["model_id"] for m in models}
+    lines = []
+    for c in s.comparisons("table3"):
+        if c.model_id not in shown or c.ref_model_id not in shown:
+            continue
+        parts = []
+        for col in FIG4_METRICS:
+            r = b.paired(c.model_id, c.ref_model_id, *METRICS[col])
+            if r is not None:
+                parts.append(f"{col} Δ {fmt_num(r['estimate'], 1, sign=True)} "
+                             f"[{fmt_num(r['lo'], 1, sign=True)}, {fmt_num(r['hi'], 1, sign=True)}]"
+                             + ("*" if r["excludes_0"] else ""))
+        if parts:
+            lines.append(f"{c.row} vs {c.vs}: " + ", ".join(parts))
+    return bars, lines
+
+
 def _fig4(s: Summary, entries: list[rep.Entry]) -> Any:
     cfg = s.config("figures", "fig4")
     models = cfg.get("models") if isinstance(cfg, dict) else None
@@ -205,7 +239,7 @@ def _fig4(s: Summary, entries: list[rep.Entry]) -> Any:
         raise DataError(s.path("experiments.json"), "figures.fig4.models is empty or missing")
     rows = []
     for m in models:
-        for col in ("H_ReAct", "H_General"):
+        for col in FIG4_METRICS:
             v = _score(s, m["model_id"], col, f"Figure 4 model {m['label']!r}")
             if v is None:
                 bench, metric = METRICS[col]
@@ -213,14 +247,30 @@ def _fig4(s: Summary, entries: list[rep.Entry]) -> Any:
                                 f"model_id {m['model_id']!r} has no {bench}/{metric} (Figure 4)")
             rows.append({"model": m["label"], "metric": col, "rate": v})
     df = pd.DataFrame(rows)
+    order = [m["label"] for m in models]
+    bars, lines = figure4_intervals(s, models)
     fig, ax = plt.subplots(figsize=(6.0, 3.6))
-    sns.barplot(data=df, x="model", y="rate", hue="metric", hue_order=["H_ReAct", "H_General"],
-                order=[m["label"] for m in models], errorbar=None, ax=ax)
-    for cont in ax.containers:
-        ax.bar_label(cont, fmt="%.1f", fontsize=7)
+    sns.barplot(data=df, x="model", y="rate", hue="metric", hue_order=list(FIG4_METRICS),
+                order=order, errorbar=None, ax=ax)
+    for col, cont in zip(FIG4_METRICS, ax.containers):
+        ax.bar_label(cont, fmt="%.1f", fontsize=7, label_type="center" if bars else "edge")
+        # the interval [lo, hi] itself (drawn around its midpoint: it need not contain the bar's top)
+        pts = [(p.get_x() + p.get_width() / 2, bars[(lab, col)]) for lab, p in zip(order, cont.patches)
+               if (lab, col) in bars]
+        if pts:
+            ax.errorbar([x for x, _ in pts], [(lo + hi) / 2 for _, (lo, hi) in pts],
+                        yerr=[(hi - lo) / 2 for _, (lo, hi) in pts],
+                        fmt="none", ecolor="black", elinewidth=0.8, capsize=2)
     ax.set_ylabel("hallucination rate (%), lower is better")
     ax.set_xlabel("")
-    ax.set_title(_caption(s, "Agent-H hallucination rates"), fontsize=8)
+    title = "Agent-H hallucination rates"
+    if bars:
+        b = s.bootstrap
+        title += f"; error bars: {b.level:.0%} bootstrap intervals over items ({b.resamples} resamples)"
+    title = _caption(s, title)
+    for line in lines:
+        title += "\n" + textwrap.fill(line + " (paired bootstrap; * = excludes 0)", 110)
+    ax.set_title(title, fontsize=7)
     return fig
 
 

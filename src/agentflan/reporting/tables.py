@@ -516,6 +516,15 @@ def _delta_cell(t: Table, s: Summary, c: Comparison, column: str, metric_column:
     return r
 
 
+def _mark_references(t: Table, comps: list[Comparison], columns: tuple[str, ...]) -> None:
+    """Markdown only: `` (ref.)`` after the filled cells of a reference row of the table."""
+    for ref in dict.fromkeys(c.vs for c in comps):
+        for col in columns:
+            cell = t.cells.get((ref, col))
+            if cell is not None and cell["ours"]:
+                t.annotate(ref, col, md=f"{cell['md']} (ref.)")
+
+
 def _bootstrap_notes(s: Summary, comps: list[Comparison], shown: list[dict],
                      benchmarks: tuple[str, ...]) -> list[str]:
     """How the deltas' intervals were computed (or why a table has none)."""
@@ -671,6 +680,8 @@ def _table2(s: Summary, entries: list[rep.Entry]) -> Table:
     ]
     comps = s.comparisons("table2")
     shown = [r for c in comps for col in ("T-Eval", "HotpotQA") if (r := _delta_cell(t, s, c, col))]
+    if shown:
+        _mark_references(t, comps, ("T-Eval", "HotpotQA"))
     t.footnotes += _bootstrap_notes(s, comps, shown, ("teval", "hotpotqa"))
     return t
 
@@ -712,6 +723,8 @@ def _table3(s: Summary, entries: list[rep.Entry]) -> Table:
     comps = s.comparisons("table3")
     shown = [r for c in comps for col in ("T-Eval", "H_ReAct", "H_General", "H_Score")
              if (r := _delta_cell(t, s, c, col))]
+    if shown:
+        _mark_references(t, comps, ("T-Eval", "H_ReAct", "H_General", "H_Score"))
     t.footnotes += _bootstrap_notes(s, comps, shown, ("teval", "agenth"))
     return t
 
