@@ -102,7 +102,7 @@ def check_model(model) -> None:
     gc = getattr(model, "generation_config", None)
     if gc is not None:
         changed = sorted(k for k, default in _LOGITS_FIELDS.items()
-                         if getattr(gc, k, default) not in (default, None, [], {}) and getattr(gc, k, default) != default)
+                         if getattr(gc, k, None) not in (None, default) and getattr(gc, k) not in ([], {}))
         if changed:
             raise BackendError(f"the model's generation_config sets {', '.join(changed)}, which plain generate "
                                "applies and the fast backend does not; set evaluation.generation.backend: plain")
