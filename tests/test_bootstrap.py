@@ -271,8 +271,8 @@ def _write_preds(model_id, benchmark, preds):
 
 def _summarize(scores, experiments, per_sample=None):
     write_json("card.json", {"files": {}})
-    write_jsonl("react.jsonl", [{"id": "r1", "turns": [{"role": "user", "content": "Find it"},
-                                                        {"role": "assistant", "content": "Action: s\nAction Input: {}"}]}])
+    react = [{"role": "user", "content": "Find it"}, {"role": "assistant", "content": "Action: s\nAction Input: {}"}]
+    write_jsonl("react.jsonl", [{"id": "r1", "turns": react}])
     write_jsonl("chat.jsonl", [{"id": "c1", "turns": [{"role": "user", "content": "Find it"},
                                                        {"role": "assistant", "content": "ok"}]}])
     stages.summarize(scores=scores, models={}, ablation_stats=[], metrics=[], train_configs=[],

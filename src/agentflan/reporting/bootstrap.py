@@ -129,6 +129,12 @@ def _num(v: Any) -> float | None:
     return None
 
 
+# The per-item fields of T-Eval that enter a dimension score (parse rates, plan precision and
+# recall do not).
+TEVAL_FIELDS = frozenset({"json_format", "json_args_em", "string_format", "string_args_em", "f1_score",
+                          "thought", "name", "args", "review_quality"})
+
+
 def _units(benchmark: str, rows: list[dict]) -> Iterable[tuple[str, str, dict[str, float]]] | None:
     """``(stratum, item id, {field: value})`` per row; None when the metric cannot be computed
     (HumanEval not executed)."""
@@ -142,7 +148,9 @@ def _units(benchmark: str, rows: list[dict]) -> Iterable[tuple[str, str, dict[st
             bad = [k for k, v in vals.items() if v is None]
             if bad or not isinstance(r.get("subset"), str):
                 raise ValueError(f"teval: per-sample row {rid!r}: no subset, or fields {bad} are not numbers")
-            out.append((f"{r['subset']}:{','.join(sorted(vals))}", rid, vals))
+            # stratum: the run and its set of fields; kept: the fields a dimension score uses
+            out.append((f"{r['subset']}:{','.join(sorted(vals))}", rid,
+                        {k: v for k, v in vals.items() if k in TEVAL_FIELDS}))
         elif benchmark == "agenth":
             if r.get("type") == "general":
                 keys = ("react_hallucination", "general_hallucination")

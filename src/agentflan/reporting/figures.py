@@ -3,9 +3,10 @@
 Determinism: the Agg backend, a fixed figure size and dpi, fixed rc parameters, no seaborn error
 bars (its bootstrap is random; Figure 4's error bars are the seeded intervals of
 ``summary/bootstrap.csv``, :mod:`agentflan.reporting.bootstrap`), and
-``metadata={"Software": None}`` so the PNG carries neither a version string nor a timestamp. Same summaries -> same bytes. The one text chunk is the
-provenance stamp (``agentflan-provenance``: code hash, config subset, package versions, input
-hashes; :mod:`agentflan.provenance`), which holds no time, host or absolute path either.
+``metadata={"Software": None}`` so the PNG carries neither a version string nor a timestamp.
+Same summaries -> same bytes. The one text chunk is the provenance stamp
+(``agentflan-provenance``: code hash, config subset, package versions, input hashes;
+:mod:`agentflan.provenance`), which holds no time, host or absolute path either.
 """
 from __future__ import annotations
 
