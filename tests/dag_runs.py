@@ -58,9 +58,10 @@ def smoke_config(workdir: Path, fast: bool = False) -> Path:
     return path
 
 
-def snakemake_cmd(workdir: Path, cfg: Path, *extra: str) -> list[str]:
+def snakemake_cmd(workdir: Path, cfg: Path, *extra: str, targets: tuple[str, ...] = ()) -> list[str]:
+    # targets before --configfile, which takes every following word that is not an option
     return [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--directory", str(workdir),
-            "--cores", "2", "--configfile", str(cfg), *extra]
+            "--cores", "2", *targets, "--configfile", str(cfg), *extra]
 
 
 def _clean_env(extra: dict | None = None) -> dict:
@@ -69,10 +70,11 @@ def _clean_env(extra: dict | None = None) -> dict:
     return env
 
 
-def snakemake(workdir: Path, cfg: Path, *extra: str, env: dict | None = None) -> subprocess.CompletedProcess:
+def snakemake(workdir: Path, cfg: Path, *extra: str, env: dict | None = None,
+              targets: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
     # cwd=ROOT as for a user: the workflow profile (profiles/default: rerun-incomplete) applies.
-    return subprocess.run(snakemake_cmd(workdir, cfg, *extra), capture_output=True, text=True, timeout=TIMEOUT_S,
-                          cwd=ROOT, env=env if env is not None else _clean_env())
+    return subprocess.run(snakemake_cmd(workdir, cfg, *extra, targets=targets), capture_output=True, text=True,
+                          timeout=TIMEOUT_S, cwd=ROOT, env=env if env is not None else _clean_env())
 
 
 def reference_run(tmp_path_factory, fast: bool = False) -> tuple[Path, Path]:

@@ -86,7 +86,7 @@ def test_tables_and_figures_rebuild_from_the_bundle_byte_for_byte(tmp_path_facto
     """The reduced DAG's bundle, then a fresh directory with only the bundle: the same tables (CSV and
     provenance byte for byte; Markdown apart from its bundle note), figures and diff."""
     workdir, cfg = dag_runs.reference_run(tmp_path_factory, fast=True)
-    proc = dag_runs.snakemake(workdir, cfg, "bundle")
+    proc = dag_runs.snakemake(workdir, cfg, targets=("bundle",))
     assert proc.returncode == 0, proc.stderr[-3000:]
     archive = workdir / "results" / dag_runs.RUN / "bundle" / f"{dag_runs.RUN}-results.tar.gz"
     manifest, members = B.read_bundle(archive)

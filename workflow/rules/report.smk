@@ -6,7 +6,7 @@ TABLE_IDS = [f"table{i}" for i in range(1, 7)]
 FIGURE_IDS = [f"fig{i}" for i in range(1, 9)]
 SUMMARY = f"{RESULTS}/summary"
 SUMMARY_FILES = ["scores.csv", "models.csv", "ablation_stats.csv", "train_curves.csv", "train_config.csv",
-                 "data_card.json", "experiments.json", "examples.json", "scoring.json"]
+                 "data_card.json", "experiments.json", "examples.json", "scoring.json", "bootstrap.csv"]
 
 
 TRAIN_LOGGED = [m for m in MODEL_IDS if not (m.startswith("base-") and not config["models"]["pretrain"]["enabled"])]
@@ -45,6 +45,8 @@ else:
             scores=expand(f"{RESULTS}/eval/{{model}}/{{benchmark}}.scores.json", model=MODEL_IDS, benchmark=BENCHMARKS),
             predictions=expand(f"{RESULTS}/eval/{{model}}/{{benchmark}}.predictions.jsonl", model=MODEL_IDS,
                                benchmark=BENCHMARKS),
+            per_sample=expand(f"{RESULTS}/eval/{{model}}/{{benchmark}}.per_sample.jsonl", model=MODEL_IDS,
+                              benchmark=BENCHMARKS),
             metrics=expand(f"{RESULTS}/train/{{model}}/metrics.jsonl", model=TRAIN_LOGGED),
             configs=expand(f"{RESULTS}/train/{{model}}/train_config.json", model=TRAIN_LOGGED),
             stats=expand(f"{DATA}/ablations/{{dataset}}/stats.json", dataset=sorted(DATASETS)),
@@ -54,8 +56,8 @@ else:
         params:
             args=lambda wc, input: as_params(
                 roots={"summary": SUMMARY, "eval": f"{RESULTS}/eval", "train": f"{RESULTS}/train", "data": DATA},
-                files=[*input.summary, *input.scores, *input.predictions, *input.metrics, *input.configs,
-                       *input.stats, input.card],
+                files=[*input.summary, *input.scores, *input.per_sample, *input.predictions, *input.metrics,
+                       *input.configs, *input.stats, input.card],
                 config=config,
                 out=f"{RESULTS}/bundle/{RUN}-results.tar.gz",
             ),
@@ -75,6 +77,8 @@ if not FROM_BUNDLE:
             "../../envs/workflow.yaml"
         input:
             scores=expand(f"{RESULTS}/eval/{{model}}/{{benchmark}}.scores.json", model=MODEL_IDS, benchmark=BENCHMARKS),
+            per_sample=expand(f"{RESULTS}/eval/{{model}}/{{benchmark}}.per_sample.jsonl", model=MODEL_IDS,
+                              benchmark=BENCHMARKS),
             stats=expand(f"{DATA}/ablations/{{dataset}}/stats.json", dataset=sorted(DATASETS)),
             metrics=expand(f"{RESULTS}/train/{{model}}/metrics.jsonl", model=TRAIN_LOGGED),
             configs=expand(f"{RESULTS}/train/{{model}}/train_config.json", model=TRAIN_LOGGED),
@@ -85,6 +89,7 @@ if not FROM_BUNDLE:
         params:
             args=lambda wc, input: as_params(
                 scores=list(input.scores),
+                per_sample=list(input.per_sample),
                 models=_models_meta(),
                 ablation_stats=list(input.stats),
                 metrics=list(input.metrics),
