@@ -147,6 +147,8 @@ class FastDecoder:
         self._rope: tuple | None = None
         self.fused = self._fuse()
         self.embed = model.model.embed_tokens.weight
+        self._zero = torch.zeros((), dtype=self.dtype, device=self.device)
+        self._ninf = torch.full((), float("-inf"), dtype=self.dtype, device=self.device)
         # counters of the last run (the benchmark prints them)
         self.steps = 0
         self.prefills = 0
@@ -164,12 +166,13 @@ class FastDecoder:
             probe = torch.empty(0, device=self.device, dtype=self.dtype)
             cos, sin = self.model.model.rotary_emb(probe, pos)
             half = self.head_dim // 2
-            self._rope = (cos[0], torch.cat((-sin[0, :, :half], sin[0, :, half:]), dim=-1))
+            ssin = torch.cat((-sin[0, :, :half], sin[0, :, half:]), dim=-1)
+            self._rope = (cos[0], ssin, torch.stack((cos[0], ssin), dim=1))
         return self._rope
 
     def _rotate(self, x, cos, ssin):
         """Rotary embedding of ``x`` [..., head_dim]: ``x * cos + rotate_half(x) * sin``."""
-        return x * cos + self.torch.roll(x, self.head_dim // 2, -1) * ssin
+        return self.torch.addcmul(x * cos, self.torch.roll(x, self.head_dim // 2, -1), ssin)
 
     def _norm(self, x, weight, eps):
         """RMSNorm as transformers' ``LlamaRMSNorm`` (``F.rms_norm`` in fp32, where it gives the
@@ -233,8 +236,7 @@ class FastDecoder:
     def _additive(self, keep):
         """A boolean attention mask as the additive float mask SDPA converts it to (built once
         per step for every layer instead of once per layer)."""
-        torch = self.torch
-        return torch.zeros(keep.shape, dtype=self.dtype, device=self.device).masked_fill_(~keep, float("-inf"))
+        return self.torch.where(keep, self._zero, self._ninf)
 
     # ------------------------------------------------------------------ decode
     def _decode_step(self, K, V, pos, cur, n: int, width: int):
@@ -244,8 +246,7 @@ class FastDecoder:
         torch = self.torch
         F = torch.nn.functional
         p = pos[:n]
-        cos_t, sin_t = self._rope
-        cos, sin = cos_t[p][:, None, None, :], sin_t[p][:, None, None, :]
+        cos, sin = self._rope[2][p][:, None, None].unbind(3)
         mask = self._additive((self._cols[:width][None, :] <= p[:, None])[:, None, None, :])
         r_idx = self._rows[:n]
 
@@ -278,7 +279,7 @@ class FastDecoder:
         pad = self.tok.pad_token_id if self.tok.pad_token_id is not None else 0
         ids = torch.tensor([list(sq[lp:]) + [pad] * (S - n_) for sq, lp, n_ in zip(seqs, lps, suf)],
                            device=self.device)
-        cos_t, sin_t = self._rope_table(W)
+        cos_t, sin_t, _ = self._rope_table(W)
         dst = slice(row0, row0 + rows)
         if not any(lps):
             # from scratch: plain causal attention over the (right-padded) rows themselves
@@ -612,4 +613,5 @@ class VllmDecoder:
                                  use_tqdm=False)
         if len(outs) != len(prompts):
             raise BackendError(f"vllm returned {len(outs)} outputs for {len(prompts)} prompts")
+        self.new_tokens = sum(len(getattr(o.outputs[0], "token_ids", ()) or ()) for o in outs)
         return [o.outputs[0].text for o in outs]
