@@ -4,18 +4,31 @@ Generates a release-sized corpus (the miniworld generator at a large scale: the 
 files and ShareGPT in the released files' shapes, about 40k records at ``--fraction 1``), converts
 it, and times, side by side in one run on the real Llama-2 tokenizer (tests/sptokenizers.py):
 
-* **floor**: one batched tokenisation of every rendered conversation (the template's tokenizer
-  call: fast tokenizer, offsets, ``split_special_tokens``, batches of 512), in this process;
-* **new**: the ``ablations`` work as the DAG runs it: the ``token_counts`` job (timed with each
-  ``--workers`` count; the last one enters the ratio), then the ablation
-  jobs of config/paper.yaml (build + stats + writing the data set, stats and audit dump), each a
-  ``python -m agentflan.cli`` process as Snakemake starts them, ``--jobs`` at a time;
-* **old** (``--baseline``): the same ablation jobs without the token-count cache (every job
-  tokenises its records), and a check that every stats.json equals the new one's (provenance aside).
+* **floor**: one batched tokenisation of every rendered conversation, in this process, without
+  loading or start-up time, batches of 512, ``split_special_tokens``, with offsets: through the
+  ``transformers`` call the template makes (``tok(texts, return_offsets_mapping=True, ...)``)
+  and through the ``tokenizers`` backend directly (``encode_batch``, what the ``token_counts``
+  job calls; the lower of the two is the floor of the ratio). Each is timed twice, the faster
+  run counts;
+* **the ablations work** as the DAG runs it, each job a ``python -m agentflan.cli`` process as
+  Snakemake starts it: the ``token_counts`` job, then the ``ablations`` job that builds every
+  ablation data set of config/paper.yaml (build + stats + writing the data set, stats and audit
+  dump) in ``--jobs`` forked workers (``snakemake --cores 2``: two);
+* **per data set** (``--per-dataset``): the same data sets as twelve ``ablation`` jobs, one per
+  data set, ``--jobs`` at a time (the DAG's shape before this change);
+* **before** (``--before SRC``): the token_counts job and the twelve per-data-set ``ablation`` jobs
+  run with the package at ``SRC`` (the ``src`` directory of an earlier checkout, e.g. from
+  ``git archive``) first on ``PYTHONPATH``;
+* **no cache** (``--baseline``): the per-data-set jobs without the token-count cache (every job
+  tokenises its records).
 
-It prints the machine (CPU model, cores), the corpus, every time and the ratio new / floor.
+Every variant's outputs are compared with the new path's: token_counts.jsonl, train.jsonl and
+audit.md byte for byte, stats.json byte for byte apart from its provenance stamp. Each job's
+wall time and CPU time (user + system, its worker processes included) are printed; the machine
+(CPU model, cores, load average), the corpus, and the ratios to the floor.
 
-    python bench/data_build.py --out /tmp/agentflan-bench [--fraction 1.0] [--jobs 2] [--workers 1 2] [--baseline]
+    python bench/data_build.py --out /tmp/agentflan-bench [--fraction 1.0] [--jobs 2]
+                               [--per-dataset] [--before /tmp/old/src] [--baseline]
 """
 from __future__ import annotations
 
@@ -23,6 +36,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import shutil
 import subprocess
 import sys
@@ -55,11 +69,12 @@ def machine() -> str:
 
 
 def prepare(out: Path, fraction: float) -> dict:
-    """Corpus in the DAG's layout under ``out`` (converted/, general/sharegpt.jsonl, tokenizer/)."""
+    """Corpus in the DAG's layout under ``out`` (converted/ with its skip list,
+    general/sharegpt.jsonl, tokenizer/)."""
     from agentflan import miniworld
-    from agentflan.convert import convert_records
+    from agentflan.convert import SKIPPED_NAME, convert_records
     from agentflan.download import agentflan_files
-    from agentflan.io import write_jsonl
+    from agentflan.io import write_json, write_jsonl
     from agentflan.sharegpt import load_sharegpt
     from sptokenizers import llama2_tokenizer_dir
 
@@ -71,12 +86,13 @@ def prepare(out: Path, fraction: float) -> dict:
     raw = out / "raw"
     miniworld.generate(raw, seed=0, scale=scale)
     files = agentflan_files(raw / "internlm" / "Agent-FLAN")
-    n, size = 0, 0
+    n, size, skipped = 0, 0, {}
     for stem, path in sorted(files.items()):
-        recs = convert_records(path, stem)[0]
+        recs, skipped[stem] = convert_records(path, stem)
         write_jsonl(out / "converted" / f"{stem}.jsonl", recs)
         n += len(recs)
         size += (out / "converted" / f"{stem}.jsonl").stat().st_size
+    write_json(out / "converted" / SKIPPED_NAME, skipped)
     general = load_sharegpt(raw / SHAREGPT, english_only=True)
     write_jsonl(out / "general" / "sharegpt.jsonl", general)
     n += len(general)
@@ -88,8 +104,9 @@ def prepare(out: Path, fraction: float) -> dict:
     return info
 
 
-def floor(out: Path) -> float:
-    """Seconds for one batched tokenisation of every rendered conversation."""
+def floor(out: Path) -> dict[str, float]:
+    """Seconds for one batched tokenisation of every rendered conversation: through the
+    transformers call and through the tokenizers backend (the faster of two runs each)."""
     from agentflan.io import read_jsonl
     from agentflan.modeling import load_tokenizer
     from agentflan.template import render
@@ -97,96 +114,200 @@ def floor(out: Path) -> float:
     records += read_jsonl(out / "general" / "sharegpt.jsonl")
     texts = [render(r["turns"]) for r in records]
     tok = load_tokenizer(str(out / "tokenizer"))
-    t0 = time.perf_counter()
-    n = 0
-    for k in range(0, len(texts), 512):
-        enc = tok(texts[k:k + 512], add_special_tokens=False, return_offsets_mapping=True, split_special_tokens=True)
-        n += sum(len(ids) for ids in enc["input_ids"])
-    dt = time.perf_counter() - t0
-    print(f"floor: {len(texts)} texts, {n} tokens, {dt:.1f} s", flush=True)
-    return dt
+    backend = tok.backend_tokenizer
+
+    def wrapper() -> int:
+        n = 0
+        for k in range(0, len(texts), 512):
+            enc = tok(texts[k:k + 512], add_special_tokens=False, return_offsets_mapping=True,
+                      split_special_tokens=True)
+            n += sum(len(ids) for ids in enc["input_ids"])
+        return n
+
+    def raw() -> int:
+        n = 0
+        before, backend.encode_special_tokens = backend.encode_special_tokens, True
+        try:
+            for k in range(0, len(texts), 512):
+                n += sum(len(e.offsets) for e in backend.encode_batch(texts[k:k + 512], add_special_tokens=False))
+        finally:
+            backend.encode_special_tokens = before
+        return n
+
+    times = {}
+    for name, fn in (("transformers call", wrapper), ("tokenizers backend", raw)) * 2:
+        t0, c0 = time.perf_counter(), _cpu(resource.RUSAGE_SELF)
+        n = fn()
+        dt, cpu = time.perf_counter() - t0, _cpu(resource.RUSAGE_SELF) - c0
+        if dt < times.get(name, (float("inf"), 0))[0]:
+            times[name] = (dt, cpu)
+        print(f"floor, {name}: {len(texts)} texts, {n} tokens, {dt:.1f} s (CPU {cpu:.1f} s)", flush=True)
+    return times
 
 
-def run_job(stage: str, params: dict, log: Path) -> float:
+def _cpu(who) -> float:
+    r = resource.getrusage(who)
+    return r.ru_utime + r.ru_stime
+
+
+def run_job(stage: str, params: dict, log: Path, src: Path | None = None) -> float:
+    env = dict(os.environ)
+    if src is not None:
+        env["PYTHONPATH"] = os.pathsep.join([str(src), *filter(None, [env.get("PYTHONPATH")])])
+    log.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     with open(log, "w") as fh:
-        rc = subprocess.call([sys.executable, "-m", "agentflan.cli", stage, "--params", json.dumps(params)],
-                             stdout=fh, stderr=subprocess.STDOUT, cwd=ROOT)
-    if rc:
-        raise SystemExit(f"{stage} failed (exit {rc}); log: {log}")
-    return time.perf_counter() - t0
+        proc = subprocess.Popen([sys.executable, "-m", "agentflan.cli", stage, "--params", json.dumps(params)],
+                                stdout=fh, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode:
+        raise SystemExit(f"{stage} failed (exit {proc.returncode}); log: {log}")
+    return time.perf_counter() - t0, usage.ru_utime + usage.ru_stime
 
 
-def ablation_jobs(out: Path, tag: str, counts: Path | None, jobs: int) -> tuple[float, dict]:
+def _spec_params(cfg: dict) -> dict:
+    ab = cfg["ablations"]
+    return dict(max_length=cfg["data"]["max_length"], seed=cfg["seed"], capability_mode=ab["capability_mode"],
+                sharegpt_mode=ab["sharegpt_mode"], sharegpt_ratio=ab["sharegpt_ratio"],
+                audit_samples=ab["audit_samples"])
+
+
+def _inputs(out: Path) -> dict:
+    return dict(converted_dir=str(out / "converted"), sharegpt_path=str(out / "general" / "sharegpt.jsonl"),
+                tokenizer_dir=str(out / "tokenizer"))
+
+
+def ablation_jobs(out: Path, tag: str, counts: Path | None, jobs: int, src: Path | None = None
+                  ) -> tuple[float, float, dict]:
+    """The twelve per-data-set ``ablation`` jobs, ``jobs`` at a time: wall, CPU, {name: wall}."""
     from agentflan.config import datasets, load_config
     cfg = load_config(ROOT / "config" / "paper.yaml")
-    ab = cfg["ablations"]
 
     def one(name_spec):
         name, spec = name_spec
         d = out / tag / name
         d.mkdir(parents=True, exist_ok=True)
-        params = dict(dataset_id=name, spec=spec, converted_dir=str(out / "converted"),
-                      sharegpt_path=str(out / "general" / "sharegpt.jsonl"), tokenizer_dir=str(out / "tokenizer"),
-                      max_length=cfg["data"]["max_length"], seed=cfg["seed"], capability_mode=ab["capability_mode"],
-                      sharegpt_mode=ab["sharegpt_mode"], sharegpt_ratio=ab["sharegpt_ratio"],
-                      audit_samples=ab["audit_samples"], out_data=str(d / "train.jsonl"),
+        params = dict(dataset_id=name, spec=spec, **_inputs(out), **_spec_params(cfg), out_data=str(d / "train.jsonl"),
                       out_stats=str(d / "stats.json"), out_audit=str(d / "audit.md"))
         if counts is not None:
             params["token_counts"] = str(counts)
-        return name, run_job("ablation", params, d / "job.log")
+        return name, run_job("ablation", params, d / "job.log", src)
 
     t0 = time.perf_counter()
     with ThreadPoolExecutor(jobs) as pool:
         per = dict(pool.map(one, sorted(datasets(cfg).items())))
-    return time.perf_counter() - t0, per
+    return time.perf_counter() - t0, sum(c for _, c in per.values()), {k: w for k, (w, _) in per.items()}
+
+
+def ablations_job(out: Path, tag: str, counts: Path, workers: int) -> tuple[float, float, dict]:
+    """The one ``ablations`` job of the DAG (every data set, ``workers`` forked workers): wall, CPU,
+    {name: wall of that data set within the job}."""
+    from agentflan.config import datasets, load_config
+    cfg = load_config(ROOT / "config" / "paper.yaml")
+    names = sorted(datasets(cfg))
+    params = dict(datasets=datasets(cfg), **_inputs(out), **_spec_params(cfg), token_counts=str(counts),
+                  workers=workers,
+                  outputs={n: {"data": str(out / tag / n / "train.jsonl"), "stats": str(out / tag / n / "stats.json"),
+                               "audit": str(out / tag / n / "audit.md")} for n in names},
+                  benchmarks={n: str(out / tag / n / "benchmark.tsv") for n in names})
+    wall, cpu = run_job("ablations", params, out / tag / "ablations.log")
+    per = {n: float((out / tag / n / "benchmark.tsv").read_text().splitlines()[1].split("\t")[0]) for n in names}
+    return wall, cpu, per
+
+
+def token_counts_job(out: Path, counts: Path, max_length: int, log: Path, src: Path | None = None
+                     ) -> tuple[float, float]:
+    params = dict(**_inputs(out), max_length=max_length, out=str(counts))
+    return run_job("token_counts", params, log, src)
+
+
+def same_outputs(out: Path, a: str, b: str, names) -> None:
+    """Every output under ``out/a`` equals the one under ``out/b`` (token_counts.jsonl, and per
+    data set train.jsonl and audit.md byte for byte, stats.json apart from its provenance stamp);
+    exits if not."""
+    if (out / a / "token_counts.jsonl").exists() and (out / b / "token_counts.jsonl").exists():
+        if (out / a / "token_counts.jsonl").read_bytes() != (out / b / "token_counts.jsonl").read_bytes():
+            raise SystemExit(f"token_counts.jsonl differs between {a} and {b}")
+    for name in names:
+        for fname in ("train.jsonl", "audit.md", "stats.json"):
+            x, y = (out / tag / name / fname for tag in (a, b))
+            if fname == "stats.json":
+                x, y = (json.loads(p.read_text()) for p in (x, y))
+                x.pop("provenance", None)
+                y.pop("provenance", None)
+                same = json.dumps(x, sort_keys=True) == json.dumps(y, sort_keys=True)
+            else:
+                same = x.read_bytes() == y.read_bytes()
+            if not same:
+                raise SystemExit(f"{name}/{fname} differs between {a} and {b}")
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=Path("/tmp/agentflan-bench"))
     ap.add_argument("--fraction", type=float, default=1.0, help="share of the release-sized scale")
-    ap.add_argument("--jobs", type=int, default=2, help="ablation jobs at a time (snakemake --cores)")
-    ap.add_argument("--workers", type=int, nargs="+", default=[1, 2],
-                    help="token_counts worker processes to time (the last one counts in the ratio)")
+    ap.add_argument("--jobs", type=int, default=2, help="cores (snakemake --cores): ablation workers or jobs")
+    ap.add_argument("--per-dataset", action="store_true", help="also time one ablation job per data set")
+    ap.add_argument("--before", type=Path, help="src directory of an earlier version to time as well")
     ap.add_argument("--baseline", action="store_true", help="also time the ablation jobs without the cache")
     args = ap.parse_args(argv)
     out = args.out.resolve()
-    from agentflan.config import load_config
-    max_length = load_config(ROOT / "config" / "paper.yaml")["data"]["max_length"]
-    print(f"machine: {machine()}", flush=True)
+    from agentflan.config import datasets, load_config
+    cfg = load_config(ROOT / "config" / "paper.yaml")
+    names = sorted(datasets(cfg))
+    max_length = cfg["data"]["max_length"]
+    print(f"machine: {machine()}; load average {os.getloadavg()[0]:.1f} at the start", flush=True)
     info = prepare(out, args.fraction)
     print(f"corpus: {info['records']} records, {info['bytes'] / 1e6:.1f} MB of converted JSON lines "
           f"(miniworld scale x{args.fraction}), Llama-2 tokenizer, max_length {max_length}", flush=True)
-    t_floor = floor(out)
-    counts = out / "token_counts.jsonl"
-    times = {}
-    for workers in sorted(set(args.workers)):
-        log = out / f"token_counts.w{workers}.log"
-        times[workers] = run_job("token_counts", dict(converted_dir=str(out / "converted"),
-                                                      sharegpt_path=str(out / "general" / "sharegpt.jsonl"),
-                                                      tokenizer_dir=str(out / "tokenizer"), max_length=max_length,
-                                                      out=str(counts), workers=workers), log)
-        print(f"token_counts job, {workers} worker process(es): {times[workers]:.1f} s "
+    floors = floor(out)
+    t_floor, c_floor = min(floors.values())
+    rows = []
+
+    def report(tag: str, what: str, t_counts, t_jobs, per: dict) -> None:
+        total, cpu = t_counts[0] + t_jobs[0], t_counts[1] + t_jobs[1]
+        print(f"[{tag}] {what}: {t_jobs[0]:.1f} s (CPU {t_jobs[1]:.1f} s); per data set "
+              + ", ".join(f"{k} {v:.1f}" for k, v in sorted(per.items())), flush=True)
+        print(f"[{tag}] ablations work (token_counts + {what}): {total:.1f} s = {total / t_floor:.2f}x the floor "
+              f"({t_floor:.1f} s); CPU {cpu:.1f} s = {cpu / c_floor:.2f}x the floor's ({c_floor:.1f} s)", flush=True)
+        rows.append((tag, what, t_counts, t_jobs, total, cpu))
+
+    def counts_job(tag: str, src: Path | None) -> tuple[float, float]:
+        log = out / tag / "token_counts.log"
+        t = token_counts_job(out, out / tag / "token_counts.jsonl", max_length, log, src)
+        print(f"[{tag}] token_counts job: {t[0]:.1f} s (CPU {t[1]:.1f} s) "
               f"({log.read_text().strip().splitlines()[-1]})", flush=True)
-    t_counts = times[args.workers[-1]]
-    t_new, per_new = ablation_jobs(out, "new", counts, args.jobs)
-    print(f"ablation jobs with the cache ({len(per_new)} jobs, {args.jobs} at a time): {t_new:.1f} s wall; "
-          + ", ".join(f"{k} {v:.1f}" for k, v in per_new.items()), flush=True)
-    total = t_counts + t_new
-    print(f"ablations work (token_counts + ablation jobs): {total:.1f} s = {total / t_floor:.2f}x the floor "
-          f"({t_floor:.1f} s)", flush=True)
+        return t
+
+    if args.before is not None:
+        t_counts = counts_job("before", args.before.resolve())
+        wall, cpu, per = ablation_jobs(out, "before", out / "before" / "token_counts.jsonl", args.jobs,
+                                       args.before.resolve())
+        report("before", f"12 ablation jobs, {args.jobs} at a time", t_counts, (wall, cpu), per)
+    t_counts = counts_job("new", None)
+    wall, cpu, per = ablations_job(out, "new", out / "new" / "token_counts.jsonl", args.jobs)
+    report("new", f"one ablations job, {args.jobs} workers", t_counts, (wall, cpu), per)
+    if args.per_dataset:
+        wall, cpu, per = ablation_jobs(out, "per-dataset", out / "new" / "token_counts.jsonl", args.jobs)
+        report("per-dataset", f"12 ablation jobs, {args.jobs} at a time", t_counts, (wall, cpu), per)
     if args.baseline:
-        t_old, per_old = ablation_jobs(out, "old", None, args.jobs)
-        print(f"ablation jobs without the cache: {t_old:.1f} s wall = {t_old / t_floor:.2f}x the floor; "
-              + ", ".join(f"{k} {v:.1f}" for k, v in per_old.items()), flush=True)
-        for name in per_new:
-            a, b = (json.loads((out / tag / name / "stats.json").read_text()) for tag in ("new", "old"))
-            a.pop("provenance", None)
-            b.pop("provenance", None)
-            if a != b:
-                raise SystemExit(f"stats of {name} differ with and without the cache")
-        print("stats.json of every ablation: equal with and without the cache (provenance aside)")
+        wall, cpu, per = ablation_jobs(out, "nocache", None, args.jobs)
+        print(f"[nocache] 12 ablation jobs without the cache: {wall:.1f} s (CPU {cpu:.1f} s) = "
+              f"{wall / t_floor:.2f}x the floor; " + ", ".join(f"{k} {v:.1f}" for k, v in per.items()), flush=True)
+    for tag, ran in (("before", args.before is not None), ("per-dataset", args.per_dataset),
+                     ("nocache", args.baseline)):
+        if ran:
+            same_outputs(out, tag, "new", names)
+            print(f"outputs of {tag} and new: the same (stats.json apart from its provenance stamp)", flush=True)
+    print(f"\nsummary (load average {os.getloadavg()[0]:.1f} at the end)", flush=True)
+    print("| version | token_counts job | ablation data sets | in all | x floor | CPU in all | x floor's CPU |",
+          flush=True)
+    print(f"| floor: one batch tokenisation ({', '.join(f'{k} {t:.1f} s, CPU {c:.1f} s' for k, (t, c) in floors.items())}) "
+          f"| | | {t_floor:.1f} | 1.00 | {c_floor:.1f} | 1.00 |", flush=True)
+    for tag, what, t_counts, t_jobs, total, cpu in rows:
+        print(f"| {tag} | {t_counts[0]:.1f} | {what}: {t_jobs[0]:.1f} | {total:.1f} | {total / t_floor:.2f} "
+              f"| {cpu:.1f} | {cpu / c_floor:.2f} |", flush=True)
     return 0
 
 

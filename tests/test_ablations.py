@@ -136,3 +136,114 @@ def test_negative_cases_and_audit_dump():
     assert negative_case(GENERAL[0]) == "a"
     dump = audit_dump([_chat(0)], 1, "demo")
     assert "⟦api\u0d3f\n ⟧{retrieval}" in dump and "⟦{}\u0d3f\n ⟧{understanding}" in dump
+
+
+# ----------------------------------------------------------------------------- the ablation job
+# The rule builds every data set in one job (stage `ablations`, forked workers); its outputs must be
+# those of one `ablation` job per data set, provenance stamps included.
+
+@pytest.fixture(scope="module")
+def corpus_dirs(tmp_path_factory):
+    """A generated corpus in the DAG's layout, the Llama-2 tokenizer and its token counts."""
+    import shutil
+
+    import sptokenizers
+    from agentflan import miniworld, stages
+    from agentflan.convert import convert_release
+    from agentflan.download import AGENTFLAN_STEMS, agentflan_files
+    from agentflan.io import write_jsonl
+    from agentflan.sharegpt import load_sharegpt
+    root = tmp_path_factory.mktemp("ablation_job")
+    raw = root / "raw"
+    miniworld.generate(raw, seed=5, scale={"toolbench_pool": 120, "toolbench_wiki": 20, "instruct": 30,
+                                           "negative": 20, "agentinstruct_per_task": 3, "sharegpt": 60})
+    files = agentflan_files(raw / "internlm" / "Agent-FLAN")
+    convert_release({s: files[s] for s in AGENTFLAN_STEMS}, root / "converted")
+    write_jsonl(root / "general" / "sharegpt.jsonl", load_sharegpt(
+        raw / "anon8231489123/ShareGPT_Vicuna_unfiltered/ShareGPT_V3_unfiltered_cleaned_split.json"))
+    shutil.copytree(sptokenizers.llama2_tokenizer_dir(), root / "tokenizer")
+    d = dict(converted_dir=str(root / "converted"), sharegpt_path=str(root / "general" / "sharegpt.jsonl"),
+             tokenizer_dir=str(root / "tokenizer"), max_length=256)
+    stages.token_counts(**d, out=str(root / "token_counts.jsonl"))
+    return root, {**d, "token_counts": str(root / "token_counts.jsonl")}
+
+
+def _paper_datasets():
+    from pathlib import Path
+
+    from agentflan.config import datasets, load_config
+    specs = datasets(load_config(Path(__file__).parents[1] / "config" / "paper.yaml"))
+    specs["sampled"] = {"format": "chat", "weights": {"reasoning": 1.5, "retrieval": 0.5}, "sharegpt": True}
+    return specs
+
+
+def _outputs(root, tag, names):
+    return {n: {"data": str(root / tag / n / "train.jsonl"), "stats": str(root / tag / n / "stats.json"),
+                "audit": str(root / tag / n / "audit.md")} for n in names}
+
+
+@pytest.mark.parametrize("mode", ["mask", "sample"])
+def test_one_job_writes_what_one_job_per_data_set_writes(corpus_dirs, mode, monkeypatch):
+    import json
+
+    from agentflan import provenance as prov
+    from agentflan import stages
+    root, d = corpus_dirs
+    specs = _paper_datasets()
+    if mode == "mask":
+        del specs["sampled"]
+    common = dict(**d, seed=3, capability_mode=mode, sharegpt_mode="concat", sharegpt_ratio=1.0, audit_samples=2)
+    for workers in (1, 2):
+        tag = f"{mode}-all-{workers}"
+        stages.ablations(datasets=specs, outputs=_outputs(root, tag, specs), workers=workers,
+                         logs={n: str(root / tag / n / "job.log") for n in specs},
+                         benchmarks={n: str(root / tag / n / "job.tsv") for n in specs}, **common)
+    one = _outputs(root, f"{mode}-one", specs)
+    for name, spec in specs.items():
+        stages.ablation(dataset_id=name, spec=spec, out_data=one[name]["data"], out_stats=one[name]["stats"],
+                        out_audit=one[name]["audit"], **common)
+    for name in specs:
+        for f in ("train.jsonl", "train.jsonl.provenance.json", "stats.json", "audit.md"):
+            want = (root / f"{mode}-one" / name / f).read_bytes()
+            assert (root / f"{mode}-all-1" / name / f).read_bytes() == want, (name, f)
+            assert (root / f"{mode}-all-2" / name / f).read_bytes() == want, (name, f)
+        # the stamp is the one the stage's own parameters give (as @_stamped records them)
+        params = json.loads(json.dumps({"dataset_id": name, "spec": specs[name], **common,
+                                        "out_data": one[name]["data"], "out_stats": one[name]["stats"],
+                                        "out_audit": one[name]["audit"]}, sort_keys=True))
+        stamp = prov.stamp(prov.config_subset(params), [d["converted_dir"], d["sharegpt_path"], d["tokenizer_dir"]])
+        assert json.loads((root / f"{mode}-one" / name / "stats.json").read_text())["provenance"] == stamp
+        assert "0 records tokenised again" in (root / f"{mode}-all-2" / name / "job.log").read_text()
+        head, row = (root / f"{mode}-all-2" / name / "job.tsv").read_text().splitlines()
+        assert head.split("\t")[0] == "s" and head.split("\t")[-1] == "cpu_time" and float(row.split("\t")[0]) >= 0
+
+
+def test_one_job_without_the_cache_and_bad_input(corpus_dirs, tmp_path):
+    import shutil
+
+    from agentflan import stages
+    from agentflan.io import DataError
+    root, d = corpus_dirs
+    specs = {"react": {"format": "react", "sharegpt": True}}
+    common = dict(**{**d, "token_counts": None}, seed=0, capability_mode="mask", sharegpt_mode="concat",
+                  sharegpt_ratio=1.0, audit_samples=1)
+    stages.ablations(datasets=specs, outputs=_outputs(tmp_path, "a", specs), workers=2, **common)
+    stages.ablations(datasets=specs, outputs=_outputs(tmp_path, "b", specs), workers=1, **{**common, **d})
+    for f in ("train.jsonl", "audit.md"):
+        assert (tmp_path / "a" / "react" / f).read_bytes() == (tmp_path / "b" / "react" / f).read_bytes()
+    # a bad line of a file a data set reads: one line naming file, line and record
+    bad = tmp_path / "converted"
+    shutil.copytree(d["converted_dir"], bad)
+    lines = (bad / "toolbench_react_10p.jsonl").read_bytes().split(b"\n")
+    lines[1] = lines[1].replace(b'"train":true', b'"train":true,"train":false', 1)
+    (bad / "toolbench_react_10p.jsonl").write_bytes(b"\n".join(lines))
+    with pytest.raises(DataError) as e:
+        stages.ablations(datasets=specs, outputs=_outputs(tmp_path, "c", specs), workers=2,
+                         **{**common, **d, "converted_dir": str(bad)})
+    assert str(e.value).startswith(f"{bad / 'toolbench_react_10p.jsonl'}:2 (record 'toolbench_react_10p_1'): "
+                                   "duplicate key 'train'"), str(e.value)
+    assert not (tmp_path / "c").exists()
+    # an error inside a worker reaches the job as itself
+    with pytest.raises(ValueError, match="unknown format"):
+        stages.ablations(datasets={**specs, "odd": {"format": "toolformer"}},
+                         outputs=_outputs(tmp_path, "d", [*specs, "odd"]), workers=2, **{**common, **d})

@@ -50,15 +50,19 @@ def _unit(seed: int, *parts) -> float:
     return int.from_bytes(h[:8], "big") / 2 ** 64
 
 
-def _copy_turns(rec: dict) -> dict:
-    """A copy of ``rec`` whose turn dicts (the only thing the weights change) are its own."""
-    return {**rec, "turns": [dict(t) for t in rec["turns"]]}
+def _copy_turns(rec: dict, origin: dict | None = None) -> dict:
+    """A copy of ``rec`` whose turn dicts (the only thing the weights change) are its own;
+    ``origin``, if given, maps the copy's ``id()`` to the record it was made from."""
+    copy = {**rec, "turns": [dict(t) for t in rec["turns"]]}
+    if origin is not None:
+        origin[id(copy)] = origin.get(id(rec), rec)
+    return copy
 
 
-def apply_weights_mask(records: list[dict], weights: dict, seed: int) -> list[dict]:
+def apply_weights_mask(records: list[dict], weights: dict, seed: int, origin: dict | None = None) -> list[dict]:
     """Each trained turn of capability c keeps its loss with probability w_c (module docstring).
     A record none of whose turns loses its loss is returned as it is (the same object), the others
-    as copies with their own turn dicts."""
+    as copies with their own turn dicts (``origin``: see :func:`build_dataset`)."""
     out = []
     sha256, from_bytes = hashlib.sha256, int.from_bytes
     for rec in records:
@@ -82,23 +86,23 @@ def apply_weights_mask(records: list[dict], weights: dict, seed: int) -> list[di
         if flips is None:
             out.append(rec)
             continue
-        rec = _copy_turns(rec)
+        rec = _copy_turns(rec, origin)
         for i in flips:
             rec["turns"][i]["train"] = False
         out.append(rec)
     return out
 
 
-def apply_weights_sample(records: list[dict], weights: dict, seed: int) -> list[dict]:
+def apply_weights_sample(records: list[dict], weights: dict, seed: int, origin: dict | None = None) -> list[dict]:
     out = []
     for rec in records:
         caps = sorted({t["capability"] for t in rec["turns"] if t["train"] and t.get("capability")})
         untagged = any(t["train"] and not t.get("capability") for t in rec["turns"])
         if not caps:
-            out.append(_copy_turns(rec))
+            out.append(_copy_turns(rec, origin))
             continue
         if untagged:  # trained turns outside the decomposition keep one view of their own
-            view = _copy_turns(rec)
+            view = _copy_turns(rec, origin)
             for t in view["turns"]:
                 t["train"] = t["train"] and not t.get("capability")
             view["id"] = f"{rec['id']}#other"
@@ -107,7 +111,7 @@ def apply_weights_sample(records: list[dict], weights: dict, seed: int) -> list[
             w = float(weights.get(cap, 1.0))
             copies = math.floor(w) + (1 if _unit(seed, "sample", rec["id"], cap) < w - math.floor(w) else 0)
             for k in range(copies):
-                view = _copy_turns(rec)
+                view = _copy_turns(rec, origin)
                 for t in view["turns"]:
                     t["train"] = t["train"] and t.get("capability") == cap
                 view["id"] = f"{rec['id']}#{cap}" + (f"#{k}" if k else "")
@@ -139,8 +143,11 @@ def source_stems(spec: dict, formats: dict | None = None) -> set[str]:
 
 def build_dataset(spec: dict, converted: dict[str, list[dict]], general: list[dict], *,
                   seed: int, capability_mode: str = "mask", sharegpt_mode: str = "concat",
-                  sharegpt_ratio: float = 1.0, formats: dict | None = None) -> list[dict]:
-    """Assemble one ablation dataset (records in a seeded, shuffled order)."""
+                  sharegpt_ratio: float = 1.0, formats: dict | None = None,
+                  origin: dict | None = None) -> list[dict]:
+    """Assemble one ablation dataset (records in a seeded, shuffled order). Records the weights do
+    not change are the input objects themselves; ``origin``, if given, receives ``{id(copy): the
+    input record it was made from}`` for the others (their token counts are the input record's)."""
     formats = formats or DEFAULT_FORMATS
     fmt = spec.get("format", "chat")
     if fmt not in formats:
@@ -156,9 +163,9 @@ def build_dataset(spec: dict, converted: dict[str, list[dict]], general: list[di
         raise ValueError(f"unknown capabilities in weights: {sorted(unknown)}")
     if weights:
         if capability_mode == "mask":
-            agent = apply_weights_mask(agent, weights, seed)
+            agent = apply_weights_mask(agent, weights, seed, origin)
         elif capability_mode == "sample":
-            agent = apply_weights_sample(agent, weights, seed)
+            agent = apply_weights_sample(agent, weights, seed, origin)
         else:
             raise ValueError(f"capability_mode must be 'mask' or 'sample', not {capability_mode!r}")
     if spec.get("negatives"):
@@ -191,16 +198,18 @@ def build_dataset(spec: dict, converted: dict[str, list[dict]], general: list[di
     return [mixed[i] for i in order]
 
 
-def _counts_by_record(records: list[dict], seg_tok, max_length: int, counts=None) -> list[tuple[int, dict]]:
+def _counts_by_record(records: list[dict], seg_tok, max_length: int, counts=None,
+                      keys: list | None = None) -> list[tuple[int, dict]]:
     """Full length and trained tokens within ``max_length`` by capability id of every record: from
-    the token-count cache (:mod:`agentflan.tokcache`) where it holds the record, else tokenised."""
+    the token-count cache (:mod:`agentflan.tokcache`) where it holds the record, else tokenised.
+    ``keys``, if given, are the records' cache keys (None: computed)."""
     per: list = [None] * len(records)
     if counts is not None:
         from .tokcache import derive
         if counts.max_length != max_length:
             raise ValueError(f"token counts are for max_length {counts.max_length}, not {max_length}")
         for i, r in enumerate(records):
-            row = counts.lookup(r)
+            row = counts.lookup(r, keys[i] if keys is not None else None)
             if row is not None:
                 n, _, _, by_cap = derive(row, r)
                 per[i] = (n, by_cap)
@@ -219,16 +228,17 @@ def _counts_by_record(records: list[dict], seg_tok, max_length: int, counts=None
     return per
 
 
-def dataset_stats(records: list[dict], seg_tok, max_length: int, counts=None) -> dict:
+def dataset_stats(records: list[dict], seg_tok, max_length: int, counts=None, keys: list | None = None) -> dict:
     """Samples, cases and token counts of a data set. ``counts`` (a :class:`agentflan.tokcache.TokenCounts`
     for this tokenizer and ``max_length``) gives the token counts without tokenising; records it
-    does not hold are tokenised with ``seg_tok`` (``counts.fallbacks`` counts them)."""
+    does not hold are tokenised with ``seg_tok`` (``counts.fallbacks`` counts them). ``keys``: the
+    records' cache keys where the caller has them (:func:`agentflan.tokcache.record_key`)."""
     by_source = Counter(r["source"] for r in records)
     cases = Counter(negative_case(r) for r in records)
     tok = Counter()
     truncated = 0
     names = {1: "reasoning", 2: "retrieval", 3: "understanding", 4: "instruction"}
-    for full, by_cap in _counts_by_record(records, seg_tok, max_length, counts):
+    for full, by_cap in _counts_by_record(records, seg_tok, max_length, counts, keys):
         if max_length and full > max_length:
             truncated += 1
         tok["total"] += min(full, max_length) if max_length else full

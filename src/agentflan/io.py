@@ -47,6 +47,16 @@ class DataError(ValueError):
         self.line = line
         self.record = record
 
+    def __reduce__(self):   # the same error out of a worker process (pickled by multiprocessing)
+        return _data_error, (self.args[0], self.path, self.line, self.record)
+
+
+def _data_error(text: str, path: str, line: int | None, record: str | None) -> DataError:
+    err = DataError.__new__(DataError)
+    ValueError.__init__(err, text)
+    err.path, err.line, err.record = path, line, record
+    return err
+
 
 @contextlib.contextmanager
 def atomic_open(path: str | os.PathLike, mode: str = "w", encoding: str | None = "utf-8"):

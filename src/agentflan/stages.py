@@ -205,30 +205,126 @@ def ablation(dataset_id: str, spec: dict, converted_dir: str, sharegpt_path: str
              max_length: int, seed: int, capability_mode: str, sharegpt_mode: str, sharegpt_ratio: float,
              audit_samples: int, out_data: str, out_stats: str, out_audit: str,
              token_counts: str | None = None) -> None:
-    from .ablations import audit_dump, build_dataset, dataset_stats, source_stems
-    from .io import dumps_bytes, read_jsonl_lines, write_lines
-    from .tokcache import LazyTemplateTokenizer, load_for
-    counts = load_for(token_counts, tokenizer_dir, max_length)
-    # Only the files the data set draws from; records it does not change are written back as
-    # the lines they were read from (the same bytes as dumping them again).
+    """One ablation data set (the rule builds them all in one job: :func:`ablations`)."""
+    _ablation_sets({dataset_id: spec}, {dataset_id: {"data": out_data, "stats": out_stats, "audit": out_audit}},
+                   dict(converted_dir=converted_dir, sharegpt_path=sharegpt_path, tokenizer_dir=tokenizer_dir,
+                        max_length=max_length, seed=seed, capability_mode=capability_mode,
+                        sharegpt_mode=sharegpt_mode, sharegpt_ratio=sharegpt_ratio, audit_samples=audit_samples,
+                        token_counts=token_counts))
+
+
+@_stamped
+def ablations(datasets: dict, outputs: dict, converted_dir: str, sharegpt_path: str, tokenizer_dir: str,
+              max_length: int, seed: int, capability_mode: str, sharegpt_mode: str, sharegpt_ratio: float,
+              audit_samples: int, token_counts: str | None = None, workers: int = 1,
+              logs: dict | None = None, benchmarks: dict | None = None) -> None:
+    """Every ablation data set (``datasets``: id -> spec) in one job: the records are read, and
+    their token-count keys computed, once; the data sets are built in ``workers`` forked processes.
+    Each data set's outputs (``outputs``: id -> {data, stats, audit}) are what :func:`ablation`
+    writes for it alone, provenance stamp included; ``logs`` and ``benchmarks`` (id -> path), if
+    given, receive each data set's log lines and its time within the job (Snakemake's benchmark
+    columns; those not measured per data set are NA)."""
+    _ablation_sets(datasets, outputs,
+                   dict(converted_dir=converted_dir, sharegpt_path=sharegpt_path, tokenizer_dir=tokenizer_dir,
+                        max_length=max_length, seed=seed, capability_mode=capability_mode,
+                        sharegpt_mode=sharegpt_mode, sharegpt_ratio=sharegpt_ratio, audit_samples=audit_samples,
+                        token_counts=token_counts),
+                   workers=workers, logs=logs, benchmarks=benchmarks)
+
+
+# What the forked workers of _ablation_sets share (set before the pool forks, read in the children).
+_SETS: dict = {}
+
+
+def _ablation_sets(datasets: dict, outputs: dict, common: dict, workers: int = 1, logs: dict | None = None,
+                   benchmarks: dict | None = None) -> None:
+    import multiprocessing as mp
+    import os
+    from datetime import timedelta
+
+    from .ablations import source_stems
+    from .tokcache import LazyTemplateTokenizer, load_for, record_key
+    c = common
+    counts = load_for(c["token_counts"], c["tokenizer_dir"], c["max_length"])
+    # Only the files the data sets draw from. Records a data set does not change are written back
+    # as the lines they were read from (the same bytes as dumping them again).
     lines: dict[int, bytes] = {}
+    converted = _load_converted(c["converted_dir"], set().union(*map(source_stems, datasets.values())), lines)
     general: list[dict] = []
-    if spec.get("sharegpt"):
-        general, raws = read_jsonl_lines(sharegpt_path)
+    if any(spec.get("sharegpt") for spec in datasets.values()):
+        from .io import read_jsonl_lines
+        general, raws = read_jsonl_lines(c["sharegpt_path"])
         lines.update((id(r), raw) for r, raw in zip(general, raws) if raw is not None)
-    records = build_dataset(spec, _load_converted(converted_dir, source_stems(spec), lines), general, seed=seed,
-                            capability_mode=capability_mode, sharegpt_mode=sharegpt_mode,
-                            sharegpt_ratio=sharegpt_ratio)
-    stats = dataset_stats(records, LazyTemplateTokenizer(tokenizer_dir), max_length, counts=counts)
-    if counts is not None:
-        print(f"[ablation] token counts from {token_counts}; {counts.fallbacks} records tokenised again")
-    stats.update({"dataset_id": dataset_id, "spec": spec, "capability_mode": capability_mode,
-                  "sharegpt_mode": sharegpt_mode, "seed": seed})
-    stamp = _prov(converted_dir, sharegpt_path, tokenizer_dir)
-    write_lines(out_data, (lines.get(id(r)) or dumps_bytes(r) for r in records))
-    prov.write_sidecar(out_data, stamp)
-    write_json(out_stats, _with_prov(stats, stamp))
-    write_text(out_audit, audit_dump(records, audit_samples, dataset_id))
+    keys = ({id(r): record_key(r) for recs in (*converted.values(), general) for r in recs}
+            if counts is not None else {})
+    inputs = (c["converted_dir"], c["sharegpt_path"], c["tokenizer_dir"])
+    # Every data set's stamp is the one ablation() gives it: its own parameters, these inputs.
+    base = prov.stamp({}, inputs)
+    params = {name: json.loads(json.dumps({"dataset_id": name, "spec": spec, **c, "out_data": outputs[name]["data"],
+                                           "out_stats": outputs[name]["stats"],
+                                           "out_audit": outputs[name]["audit"]}, sort_keys=True, default=str))
+              for name, spec in datasets.items()}
+    _SETS.update(datasets=datasets, outputs=outputs, common=c, counts=counts, converted=converted, general=general,
+                 lines=lines, keys=keys, base=base, params=params, seg_tok=LazyTemplateTokenizer(c["tokenizer_dir"]))
+    # Largest first, so that the workers finish together.
+    order = sorted(datasets, key=lambda n: (-sum(len(converted.get(s, ())) for s in source_stems(datasets[n]))
+                                            - (len(general) if datasets[n].get("sharegpt") else 0), n))
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    workers = max(1, min(workers, len(order), cpus))
+    try:
+        if workers > 1 and "fork" in mp.get_all_start_methods():
+            with mp.get_context("fork").Pool(workers) as pool:
+                done = {r["name"]: r for r in pool.imap_unordered(_ablation_set, order)}
+        else:
+            done = {name: _ablation_set(name) for name in order}
+    finally:
+        _SETS.clear()
+    for name in sorted(done):
+        r = done[name]
+        line = (f"[ablation] {name}: {r['samples']} samples in {r['s']:.1f} s"
+                + (f"; token counts from {c['token_counts']}; {r['fallbacks']} records tokenised again"
+                   if counts is not None else ""))
+        print(line, flush=True)
+        if logs and name in logs:
+            write_text(logs[name], f"{line}\n")
+        if benchmarks and name in benchmarks:
+            s = r["s"]
+            write_text(benchmarks[name],
+                       "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
+                       f"{s:.4f}\t{timedelta(seconds=round(s, 4))}\t{r['max_rss']:.2f}"
+                       f"\tNA\tNA\tNA\tNA\tNA\tNA\t{r['cpu_s']:.2f}\n")
+
+
+def _ablation_set(name: str) -> dict:
+    """Build, count and write one data set of _ablation_sets (in a forked worker or in-process)."""
+    import resource
+    import time
+
+    from .ablations import audit_dump, build_dataset, dataset_stats
+    from .io import dumps_bytes, write_lines
+    t0, r0 = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
+    S = _SETS
+    c, spec, out, counts = S["common"], S["datasets"][name], S["outputs"][name], S["counts"]
+    origin: dict[int, dict] = {}
+    records = build_dataset(spec, S["converted"], S["general"], seed=c["seed"],
+                            capability_mode=c["capability_mode"], sharegpt_mode=c["sharegpt_mode"],
+                            sharegpt_ratio=c["sharegpt_ratio"], origin=origin)
+    before = counts.fallbacks if counts is not None else 0
+    keys = [S["keys"].get(id(origin.get(id(r), r))) for r in records] if counts is not None else None
+    stats = dataset_stats(records, S["seg_tok"], c["max_length"], counts=counts, keys=keys)
+    stats.update({"dataset_id": name, "spec": spec, "capability_mode": c["capability_mode"],
+                  "sharegpt_mode": c["sharegpt_mode"], "seed": c["seed"]})
+    config = prov.config_subset(S["params"][name])
+    stamp = {**S["base"], "config": config, "config_hash": prov.sha256_json(config)}
+    lines = S["lines"]
+    write_lines(out["data"], (lines.get(id(r)) or dumps_bytes(r) for r in records))
+    prov.write_sidecar(out["data"], stamp)
+    write_json(out["stats"], _with_prov(stats, stamp))
+    write_text(out["audit"], audit_dump(records, c["audit_samples"], name))
+    r1 = resource.getrusage(resource.RUSAGE_SELF)
+    return {"name": name, "samples": len(records), "fallbacks": (counts.fallbacks - before) if counts else 0,
+            "s": time.perf_counter() - t0, "cpu_s": r1.ru_utime + r1.ru_stime - r0.ru_utime - r0.ru_stime,
+            "max_rss": r1.ru_maxrss / 1024}
 
 
 # ----------------------------------------------------------------------------- models

@@ -517,8 +517,9 @@ class TokenCounts:
             raise DataError(path, f"header says {header.get('records')} records, file holds {len(rows)}")
         return cls(rows, header.get("max_length"), header.get("tokenizer_sha256"))
 
-    def lookup(self, record: dict) -> dict | None:
-        row = self.rows.get(record_key(record))
+    def lookup(self, record: dict, key: str | None = None) -> dict | None:
+        """The row of ``record`` (``key``: its :func:`record_key`, if the caller has it)."""
+        row = self.rows.get(record_key(record) if key is None else key)
         return row if row is not None and row["x"] else None
 
 
