@@ -24,7 +24,8 @@ CPU), and the share of items whose reply equals plain generate's (greedy).
   MMLU, GSM8K, HumanEval.
 
 The CPU runs pin the package's determinism settings with ``--threads`` torch threads, as a job
-does. The machine line and the load average before and after go to the output: on a shared
+does, and alternate the backends round by round; with ``--gpu`` each backend runs its rounds in
+turn and is unloaded before the next (one bf16 7B copy, or vLLM's memory pool, per card). The machine line and the load average before and after go to the output: on a shared
 machine other processes take CPU time from every backend alike, so read the ratios.
 
     python bench/generation.py [--model DIR] [--reps 3] [--threads 1] [--out /tmp/agentflan-genbench]
@@ -225,35 +226,59 @@ def main(argv: list[str] | None = None) -> int:
     print(f"prompts: {n_items} ({', '.join(f'{b} {len(p)}' for b, p in prompts.items())}); batch {args.batch_size}, "
           f"max_new_tokens {args.max_new_tokens}, max_prompt_length {args.max_prompt_length}")
 
-    runners = {b: Counted(b, model_dir, args) for b in backends}
-    for b, r in runners.items():
-        print(f"  {b}: loaded in {r.load_s:.1f} s; settings {json.dumps(r.gen.describe())}")
     walls: dict[str, list[float]] = {b: [] for b in backends}
     cpus: dict[str, list[float]] = {b: [] for b in backends}
     per_bench: dict[str, dict[str, float]] = {b: {} for b in backends}
     replies: dict[str, list[str]] = {}
     tokens: dict[str, int] = {}
-    for rep in range(args.reps):
-        for b, r in runners.items():
-            total, got, c0 = 0.0, [], time.process_time()
-            for bench, msgs in prompts.items():
-                if args.gpu:
-                    torch.cuda.synchronize()
-                t = time.perf_counter()
-                got += r(msgs)
-                if args.gpu:
-                    torch.cuda.synchronize()
-                dt = time.perf_counter() - t
-                total += dt
-                per_bench[b][bench] = min(per_bench[b].get(bench, dt), dt)
-            tok_count = r.new_tokens()
-            if b in replies and (got != replies[b] or tok_count != tokens[b]):
-                print(f"warning: {b} gave other replies in round {rep + 1} than in round 1")
-            replies.setdefault(b, got)
-            tokens.setdefault(b, tok_count)
-            walls[b].append(total)
-            cpus[b].append(time.process_time() - c0)
-            print(f"  round {rep + 1}: {b} {total:.2f} s wall, {cpus[b][-1]:.2f} s CPU", flush=True)
+    fast_stats: dict[str, int] = {}
+
+    def load(b: str) -> Counted:
+        r = Counted(b, model_dir, args)
+        print(f"  {b}: loaded in {r.load_s:.1f} s; settings {json.dumps(r.gen.describe())}", flush=True)
+        return r
+
+    def one_round(rep: int, b: str, r: Counted) -> None:
+        total, got, c0 = 0.0, [], time.process_time()
+        for bench, msgs in prompts.items():
+            if args.gpu:
+                torch.cuda.synchronize()
+            t = time.perf_counter()
+            got += r(msgs)
+            if args.gpu:
+                torch.cuda.synchronize()
+            dt = time.perf_counter() - t
+            total += dt
+            per_bench[b][bench] = min(per_bench[b].get(bench, dt), dt)
+        tok_count = r.new_tokens()
+        if b in replies and (got != replies[b] or tok_count != tokens[b]):
+            print(f"warning: {b} gave other replies in round {rep + 1} than in round 1")
+        replies.setdefault(b, got)
+        tokens.setdefault(b, tok_count)
+        walls[b].append(total)
+        cpus[b].append(time.process_time() - c0)
+        print(f"  round {rep + 1}: {b} {total:.2f} s wall, {cpus[b][-1]:.2f} s CPU", flush=True)
+
+    if args.gpu:
+        # one backend at a time (two bf16 7B copies and vLLM's memory pool do not share a card)
+        import gc
+        for b in backends:
+            r = load(b)
+            for rep in range(args.reps):
+                one_round(rep, b, r)
+            if b == "fast":
+                fast_stats = dict(r.stats)
+            del r
+            gc.collect()
+            torch.cuda.empty_cache()
+    else:
+        # rounds interleaved, so that the load of a shared machine falls on every backend alike
+        runners = {b: load(b) for b in backends}
+        for rep in range(args.reps):
+            for b, r in runners.items():
+                one_round(rep, b, r)
+        if "fast" in runners:
+            fast_stats = dict(runners["fast"].stats)
 
     ref = replies.get("plain")
     print()
@@ -277,8 +302,8 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---|" + "---|" * len(backends))
     for bench, msgs in prompts.items():
         print(f"| {bench} | {len(msgs)} | " + " | ".join(f"{per_bench[b][bench]:.2f}" for b in backends) + " |")
-    if "fast" in runners:
-        st = {k: v // args.reps for k, v in runners["fast"].stats.items()}
+    if fast_stats:
+        st = {k: v // args.reps for k, v in fast_stats.items()}
         print(f"\nfast path per round: {st['prompt_tokens']} prompt tokens, {st['computed_prompt_tokens']} computed "
               f"(the rest from shared prefixes), {st['steps']} decode steps, {st['prefills']} prefill forwards")
     print(f"load average {load_average()} (1/5/15 min) at the end")
