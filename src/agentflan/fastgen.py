@@ -433,7 +433,9 @@ class FastDecoder:
             n = n_new
 
         # shared prefixes first, in order of first use, as many as fit in the slot cache's size
-        # (tokens); the others when their first prompt is admitted
+        # (tokens: their K/V take at most as much memory as the slot cache); the others when
+        # their first prompt is admitted (computing them ahead in smaller bulks cost 45 % more
+        # prefill forwards on the miniature)
         eager, budget = [], self.slots * cap
         for k in dict.fromkeys(k for k in plan.node_of if k is not None):
             budget -= plan.length[k]
