@@ -11,7 +11,7 @@ it, and times, side by side in one run on the real Llama-2 tokenizer (tests/spto
   job calls; the lower of the two is the floor of the ratio). Each is timed twice, the faster
   run counts;
 * **the ablations work** as the DAG runs it, each job a ``python -m agentflan.cli`` process as
-  Snakemake starts it: the ``token_counts`` job, then the ``ablations`` job that builds every
+  Snakemake starts it: the ``token_counts`` job (``--jobs`` workers), then the ``ablations`` job that builds every
   ablation data set of config/paper.yaml (build + stats + writing the data set, stats and audit
   dump) in ``--jobs`` forked workers (``snakemake --cores 2``: two);
 * **per data set** (``--per-dataset``): the same data sets as twelve ``ablation`` jobs, one per
@@ -216,9 +216,11 @@ def ablations_job(out: Path, tag: str, counts: Path, workers: int) -> tuple[floa
     return wall, cpu, per
 
 
-def token_counts_job(out: Path, counts: Path, max_length: int, log: Path, src: Path | None = None
-                     ) -> tuple[float, float]:
+def token_counts_job(out: Path, counts: Path, max_length: int, log: Path, src: Path | None = None,
+                     workers: int = 1) -> tuple[float, float]:
     params = dict(**_inputs(out), max_length=max_length, out=str(counts))
+    if src is None:   # the rule gives the job its cores (an earlier version's rule gave it one)
+        params["workers"] = workers
     return run_job("token_counts", params, log, src)
 
 
@@ -275,7 +277,7 @@ def main(argv=None) -> int:
 
     def counts_job(tag: str, src: Path | None) -> tuple[float, float]:
         log = out / tag / "token_counts.log"
-        t = token_counts_job(out, out / tag / "token_counts.jsonl", max_length, log, src)
+        t = token_counts_job(out, out / tag / "token_counts.jsonl", max_length, log, src, args.jobs)
         print(f"[{tag}] token_counts job: {t[0]:.1f} s (CPU {t[1]:.1f} s) "
               f"({log.read_text().strip().splitlines()[-1]})", flush=True)
         return t

@@ -347,3 +347,62 @@ def test_dumps_bytes_escapes_every_code_point_as_dumps():
     for k in range(0, len(chars), 8192):
         s = "".join(chars[k:k + 8192])
         assert dumps_bytes({s: [s]}) == _line({s: [s]})
+
+
+# ----------------------------------------------------------------------------- loading the tokenizer fast
+# The token_counts job tokenises with tokenizer.json read by `tokenizers` (no transformers import)
+# while a forked process loads the directory with transformers, torch kept out; if the two differ
+# in anything that fixes the tokens, it tokenises again with transformers' tokenizer.
+
+def _fresh_python(code: str) -> str:
+    import subprocess
+    import sys
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                          cwd=Path(__file__).parent).stdout
+
+
+@pytest.mark.parametrize("which", ["llama2", "mistral", "bpe"])
+def test_loading_without_torch_and_from_tokenizer_json_give_transformers_tokenizer(which, mini_corpus):
+    from agentflan.tokcache import _FileTokenizer, _fingerprint
+    tok_dir = {"llama2": sptokenizers.llama2_tokenizer_dir, "mistral": sptokenizers.mistral_tokenizer_dir,
+               "bpe": lambda: mini_corpus[2]}[which]()
+    got = json.loads(_fresh_python(
+        "import json, sys\n"
+        "from agentflan.tokcache import _fingerprint, load_tokenizer_without_torch\n"
+        f"tok = load_tokenizer_without_torch({str(tok_dir)!r})\n"
+        "print(json.dumps([list(_fingerprint(tok.backend_tokenizer, tok.bos_token_id)), 'torch' in sys.modules]))\n"))
+    tok = load_tokenizer(str(tok_dir))
+    want = list(_fingerprint(tok.backend_tokenizer, tok.bos_token_id))
+    assert got == [want, False]
+    assert list(_FileTokenizer.read(tok_dir)[1]) == want
+
+
+def test_tokenizer_json_unlike_transformers_load_is_tokenised_again(fixture_corpus, tmp_path):
+    """A tokenizer_config.json that adds a token tokenizer.json does not have: transformers' load
+    differs, and the counts are those of transformers' tokenizer."""
+    import shutil
+    records = _all_records(*fixture_corpus)
+    tok_dir = tmp_path / "tok"
+    shutil.copytree(sptokenizers.llama2_tokenizer_dir(), tok_dir)
+    conf = json.loads((tok_dir / "tokenizer_config.json").read_text())
+    conf["added_tokens_decoder"] = {"32000": {"content": "Thought:", "lstrip": False, "normalized": False,
+                                              "rstrip": False, "single_word": False, "special": False}}
+    (tok_dir / "tokenizer_config.json").write_text(json.dumps(conf))
+    summary = build(records, tok_dir, 8192, tmp_path / "c.jsonl")
+    assert summary["tokenizer"].startswith("transformers (tokenizer.json differs")
+    tok = load_tokenizer(str(tok_dir))
+    assert tok.convert_tokens_to_ids("Thought:") == 32000   # the case is real: the token splits text
+    write_counts(tmp_path / "want.jsonl", build_rows(records, TemplateTokenizer(tok), 8192), tokenizer_hash(tok_dir), 8192)
+    assert (tmp_path / "c.jsonl").read_bytes() == (tmp_path / "want.jsonl").read_bytes()
+    summary = build(records, sptokenizers.llama2_tokenizer_dir(), 8192, tmp_path / "d.jsonl")
+    assert summary["tokenizer"] == "tokenizer.json (the same as transformers loads)"
+
+
+def test_batched_rows_in_worker_processes(fixture_corpus, mini_corpus, llama2_tokenizer):
+    converted, general, tok_dir = mini_corpus
+    for records, tok in ((_all_records(*fixture_corpus), llama2_tokenizer),
+                         (_all_records(converted, general), load_tokenizer(str(tok_dir)))):
+        records = _random_masks(records, 7) + records
+        one, two = TemplateTokenizer(tok), TemplateTokenizer(tok)
+        assert build_rows(records, one, 100, batch=5) == build_rows(records, two, 100, batch=5, workers=2)
+        assert one.split_texts == two.split_texts

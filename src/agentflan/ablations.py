@@ -59,12 +59,15 @@ def _copy_turns(rec: dict, origin: dict | None = None) -> dict:
     return copy
 
 
-def apply_weights_mask(records: list[dict], weights: dict, seed: int, origin: dict | None = None) -> list[dict]:
+def apply_weights_mask(records: list[dict], weights: dict, seed: int, origin: dict | None = None,
+                       units: dict | None = None) -> list[dict]:
     """Each trained turn of capability c keeps its loss with probability w_c (module docstring).
     A record none of whose turns loses its loss is returned as it is (the same object), the others
-    as copies with their own turn dicts (``origin``: see :func:`build_dataset`)."""
+    as copies with their own turn dicts (``origin``: see :func:`build_dataset`). ``units``, if
+    given, keeps the turns' hash draws (seed, record id and turn -> [0, 1)) for the next call."""
     out = []
     sha256, from_bytes = hashlib.sha256, int.from_bytes
+    units = {} if units is None else units
     for rec in records:
         flips = None
         prefix = None
@@ -79,7 +82,9 @@ def apply_weights_mask(records: list[dict], weights: dict, seed: int, origin: di
                 if w > 0:          # _unit(seed, "mask", rec["id"], i) >= w, unrolled
                     if prefix is None:
                         prefix = f"{seed}\x1fmask\x1f{rec['id']}\x1f"
-                    u = from_bytes(sha256(f"{prefix}{i}".encode()).digest()[:8], "big") / 2 ** 64
+                    u = units.get((prefix, i))
+                    if u is None:
+                        u = units[prefix, i] = from_bytes(sha256(f"{prefix}{i}".encode()).digest()[:8], "big") / 2 ** 64
                     if u < w:
                         continue
                 (flips := flips or []).append(i)
@@ -91,6 +96,21 @@ def apply_weights_mask(records: list[dict], weights: dict, seed: int, origin: di
             rec["turns"][i]["train"] = False
         out.append(rec)
     return out
+
+
+def mask_units(records: list[dict], seed: int, units: dict) -> dict:
+    """Fill ``units`` with the hash draw of every trained turn with a capability (what
+    :func:`apply_weights_mask` draws for any weights), for data sets built one after another."""
+    sha256, from_bytes = hashlib.sha256, int.from_bytes
+    for rec in records:
+        prefix = None
+        for i, t in enumerate(rec["turns"]):
+            if t["train"] and t.get("capability") is not None:
+                if prefix is None:
+                    prefix = f"{seed}\x1fmask\x1f{rec['id']}\x1f"
+                if (prefix, i) not in units:
+                    units[prefix, i] = from_bytes(sha256(f"{prefix}{i}".encode()).digest()[:8], "big") / 2 ** 64
+    return units
 
 
 def apply_weights_sample(records: list[dict], weights: dict, seed: int, origin: dict | None = None) -> list[dict]:
@@ -144,10 +164,11 @@ def source_stems(spec: dict, formats: dict | None = None) -> set[str]:
 def build_dataset(spec: dict, converted: dict[str, list[dict]], general: list[dict], *,
                   seed: int, capability_mode: str = "mask", sharegpt_mode: str = "concat",
                   sharegpt_ratio: float = 1.0, formats: dict | None = None,
-                  origin: dict | None = None) -> list[dict]:
+                  origin: dict | None = None, units: dict | None = None) -> list[dict]:
     """Assemble one ablation dataset (records in a seeded, shuffled order). Records the weights do
     not change are the input objects themselves; ``origin``, if given, receives ``{id(copy): the
-    input record it was made from}`` for the others (their token counts are the input record's)."""
+    input record it was made from}`` for the others (their token counts are the input record's).
+    ``units``: see :func:`apply_weights_mask` (for building several data sets)."""
     formats = formats or DEFAULT_FORMATS
     fmt = spec.get("format", "chat")
     if fmt not in formats:
@@ -163,7 +184,7 @@ def build_dataset(spec: dict, converted: dict[str, list[dict]], general: list[di
         raise ValueError(f"unknown capabilities in weights: {sorted(unknown)}")
     if weights:
         if capability_mode == "mask":
-            agent = apply_weights_mask(agent, weights, seed, origin)
+            agent = apply_weights_mask(agent, weights, seed, origin, units)
         elif capability_mode == "sample":
             agent = apply_weights_sample(agent, weights, seed, origin)
         else:
@@ -199,16 +220,22 @@ def build_dataset(spec: dict, converted: dict[str, list[dict]], general: list[di
 
 
 def _counts_by_record(records: list[dict], seg_tok, max_length: int, counts=None,
-                      keys: list | None = None) -> list[tuple[int, dict]]:
+                      keys: list | None = None, known: dict | None = None) -> list[tuple[int, dict]]:
     """Full length and trained tokens within ``max_length`` by capability id of every record: from
     the token-count cache (:mod:`agentflan.tokcache`) where it holds the record, else tokenised.
-    ``keys``, if given, are the records' cache keys (None: computed)."""
+    ``keys``, if given, are the records' cache keys (None: computed); ``known`` maps ``id(record)``
+    to these counts where a caller derived them already (from the same cache)."""
     per: list = [None] * len(records)
     if counts is not None:
         from .tokcache import derive
         if counts.max_length != max_length:
             raise ValueError(f"token counts are for max_length {counts.max_length}, not {max_length}")
+        known = known or {}
         for i, r in enumerate(records):
+            got = known.get(id(r))
+            if got is not None:
+                per[i] = got
+                continue
             row = counts.lookup(r, keys[i] if keys is not None else None)
             if row is not None:
                 n, _, _, by_cap = derive(row, r)
@@ -228,28 +255,34 @@ def _counts_by_record(records: list[dict], seg_tok, max_length: int, counts=None
     return per
 
 
-def dataset_stats(records: list[dict], seg_tok, max_length: int, counts=None, keys: list | None = None) -> dict:
+def dataset_stats(records: list[dict], seg_tok, max_length: int, counts=None, keys: list | None = None,
+                  known: dict | None = None) -> dict:
     """Samples, cases and token counts of a data set. ``counts`` (a :class:`agentflan.tokcache.TokenCounts`
     for this tokenizer and ``max_length``) gives the token counts without tokenising; records it
     does not hold are tokenised with ``seg_tok`` (``counts.fallbacks`` counts them). ``keys``: the
-    records' cache keys where the caller has them (:func:`agentflan.tokcache.record_key`)."""
+    records' cache keys where the caller has them (:func:`agentflan.tokcache.record_key`); ``known``:
+    see :func:`_counts_by_record`."""
     by_source = Counter(r["source"] for r in records)
     cases = Counter(negative_case(r) for r in records)
-    tok = Counter()
-    truncated = 0
     names = {1: "reasoning", 2: "retrieval", 3: "understanding", 4: "instruction"}
-    for full, by_cap in _counts_by_record(records, seg_tok, max_length, counts, keys):
+    total = truncated = 0
+    by_id: dict = {}   # trained tokens by capability id
+    for full, by_cap in _counts_by_record(records, seg_tok, max_length, counts, keys, known):
         if max_length and full > max_length:
             truncated += 1
-        tok["total"] += min(full, max_length) if max_length else full
+            total += max_length
+        else:
+            total += full
         for cap, n in by_cap.items():
-            tok["trained"] += n
-            tok[names.get(cap, "other")] += n
+            by_id[cap] = by_id.get(cap, 0) + n
+    tok = Counter()
+    for cap, n in by_id.items():
+        tok[names.get(cap, "other")] += n
     return {
         "n_samples": len(records),
         "samples_by_source": dict(sorted(by_source.items())),
-        "tokens_total": tok["total"],
-        "tokens_trained": tok["trained"],
+        "tokens_total": total,
+        "tokens_trained": sum(by_id.values()),
         "tokens_trained_by_capability": {c: tok[c] for c in (*CAPABILITIES, "other")},
         "cases": {c: cases.get(c, 0) for c in "abcd"},
         "truncated_samples": truncated,

@@ -106,13 +106,14 @@ def _plain(obj: Any) -> bool:
     return t is int and -(1 << 63) <= obj < (1 << 64)
 
 
-def dumps_bytes(obj: Any) -> bytes:
+def dumps_bytes(obj: Any, plain: bool = False) -> bytes:
     """``dumps(obj).encode("utf-8")``, through ``orjson`` for the values where its bytes are the
-    same (:func:`_plain`: every code point is escaped alike, keys sort alike); anything else,
-    errors included, as :func:`dumps` gives it."""
+    same (:func:`_plain`: every code point is escaped alike, keys sort alike; ``plain=True``: the
+    caller knows it is, e.g. a copy of a value read from a line that was); anything else, errors
+    included, as :func:`dumps` gives it."""
     if _orjson is not None:
         try:
-            if _plain(obj):
+            if plain or _plain(obj):
                 return _orjson.dumps(obj, option=_orjson.OPT_SORT_KEYS)
         except (TypeError, ValueError, RecursionError):   # a lone surrogate, deep nesting
             pass
@@ -152,7 +153,9 @@ def write_lines(path: str | os.PathLike, lines: Iterable[bytes]) -> int:
     back by :func:`read_jsonl_lines`."""
     lines = list(lines)
     with atomic_open(path, "wb") as fh:
-        fh.write(b"\n".join(lines) + (b"\n" if lines else b""))
+        fh.write(b"\n".join(lines))
+        if lines:
+            fh.write(b"\n")
     return len(lines)
 
 
@@ -433,10 +436,10 @@ def iter_jsonl(path: str | os.PathLike, max_line_bytes: int | None = None) -> It
 def read_jsonl(path: str | os.PathLike) -> list[Any]:
     """Every non-blank line's value, as :func:`iter_jsonl` gives them (same values, same errors);
     read whole, and fast for lines already in canonical form (module docstring)."""
-    return read_jsonl_lines(path)[0]
+    return read_jsonl_lines(path, _lines=False)[0]
 
 
-def read_jsonl_lines(path: str | os.PathLike, max_line_bytes: int | None = None
+def read_jsonl_lines(path: str | os.PathLike, max_line_bytes: int | None = None, _lines: bool = True
                      ) -> tuple[list[Any], list[bytes | None]]:
     """:func:`read_jsonl`, and for every value the bytes of its line (newline excluded) where
     they are exactly ``dumps_bytes(value)`` (the line can be written again as it is), else None.
@@ -481,7 +484,7 @@ def read_jsonl_lines(path: str | os.PathLike, max_line_bytes: int | None = None
                         raw.count(b"[") + raw.count(b"{") <= MAX_JSON_DEPTH
                         or _walk_check(obj, True, False) is None):
                     objs.append(obj)
-                    raws.append(raw if canonical and _plain(obj) else None)
+                    raws.append(raw if _lines and canonical and _plain(obj) else None)
                     continue
         if not raw.strip():
             continue

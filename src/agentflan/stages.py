@@ -169,8 +169,10 @@ def _load_converted(converted_dir: str, stems=None, lines: dict | None = None) -
     out = {}
     for p in sorted(Path(converted_dir).glob("*.jsonl")):
         if stems is None or p.stem in stems:
-            out[p.stem], raws = read_jsonl_lines(p)
-            if lines is not None:
+            if lines is None:
+                out[p.stem] = read_jsonl(p)
+            else:
+                out[p.stem], raws = read_jsonl_lines(p)
                 lines.update((id(r), raw) for r, raw in zip(out[p.stem], raws) if raw is not None)
     return out
 
@@ -194,10 +196,11 @@ def card(converted_dir: str, sharegpt_path: str, tokenizer_dir: str, max_length:
 def token_counts(converted_dir: str, sharegpt_path: str, tokenizer_dir: str, max_length: int, out: str,
                  workers: int = 1) -> None:
     """Tokenise every converted and ShareGPT record once; per-turn counts for stats and card."""
-    from .tokcache import build
+    from .tokcache import TokenizerCheck, build
+    check = TokenizerCheck.start(tokenizer_dir)   # transformers' view of the tokenizer, meanwhile
     converted = _load_converted(converted_dir)
     records = [r for stem in sorted(converted) for r in converted[stem]] + read_jsonl(sharegpt_path)
-    print(f"[token_counts] {build(records, tokenizer_dir, max_length, out, workers=workers)}")
+    print(f"[token_counts] {build(records, tokenizer_dir, max_length, out, workers=workers, check=check)}")
 
 
 @_stamped
@@ -238,12 +241,13 @@ _SETS: dict = {}
 
 def _ablation_sets(datasets: dict, outputs: dict, common: dict, workers: int = 1, logs: dict | None = None,
                    benchmarks: dict | None = None) -> None:
+    import gc
     import multiprocessing as mp
     import os
     from datetime import timedelta
 
-    from .ablations import source_stems
-    from .tokcache import LazyTemplateTokenizer, load_for, record_key
+    from .ablations import mask_units, source_stems
+    from .tokcache import LazyTemplateTokenizer, derive, load_for, record_key
     c = common
     counts = load_for(c["token_counts"], c["tokenizer_dir"], c["max_length"])
     # Only the files the data sets draw from. Records a data set does not change are written back
@@ -255,8 +259,21 @@ def _ablation_sets(datasets: dict, outputs: dict, common: dict, workers: int = 1
         from .io import read_jsonl_lines
         general, raws = read_jsonl_lines(c["sharegpt_path"])
         lines.update((id(r), raw) for r, raw in zip(general, raws) if raw is not None)
-    keys = ({id(r): record_key(r) for recs in (*converted.values(), general) for r in recs}
-            if counts is not None else {})
+    # What every data set would compute again for the records it takes unchanged: their cache
+    # keys and counts, and the hash draws of the capability weights.
+    keys: dict[int, str] = {}
+    known: dict[int, tuple] = {}
+    if counts is not None:
+        for recs in (*converted.values(), general):
+            for r in recs:
+                keys[id(r)] = key = record_key(r)
+                row = counts.lookup(r, key)
+                if row is not None:
+                    known[id(r)] = derive(row, r)[::3]   # (full length, trained by capability)
+    units: dict = {}
+    if c["capability_mode"] == "mask" and any(spec.get("weights") for spec in datasets.values()):
+        for recs in converted.values():
+            mask_units(recs, c["seed"], units)
     inputs = (c["converted_dir"], c["sharegpt_path"], c["tokenizer_dir"])
     # Every data set's stamp is the one ablation() gives it: its own parameters, these inputs.
     base = prov.stamp({}, inputs)
@@ -265,12 +282,16 @@ def _ablation_sets(datasets: dict, outputs: dict, common: dict, workers: int = 1
                                            "out_audit": outputs[name]["audit"]}, sort_keys=True, default=str))
               for name, spec in datasets.items()}
     _SETS.update(datasets=datasets, outputs=outputs, common=c, counts=counts, converted=converted, general=general,
-                 lines=lines, keys=keys, base=base, params=params, seg_tok=LazyTemplateTokenizer(c["tokenizer_dir"]))
+                 lines=lines, keys=keys, known=known, units=units, base=base, params=params,
+                 seg_tok=LazyTemplateTokenizer(c["tokenizer_dir"]))
     # Largest first, so that the workers finish together.
     order = sorted(datasets, key=lambda n: (-sum(len(converted.get(s, ())) for s in source_stems(datasets[n]))
                                             - (len(general) if datasets[n].get("sharegpt") else 0), n))
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     workers = max(1, min(workers, len(order), cpus))
+    # The records stay alive to the end: keep the garbage collector from scanning them again and
+    # again (and, in forked workers, from copying every page it touches).
+    gc.freeze()
     try:
         if workers > 1 and "fork" in mp.get_all_start_methods():
             with mp.get_context("fork").Pool(workers) as pool:
@@ -279,6 +300,7 @@ def _ablation_sets(datasets: dict, outputs: dict, common: dict, workers: int = 1
             done = {name: _ablation_set(name) for name in order}
     finally:
         _SETS.clear()
+        gc.unfreeze()
     for name in sorted(done):
         r = done[name]
         line = (f"[ablation] {name}: {r['samples']} samples in {r['s']:.1f} s"
@@ -308,16 +330,18 @@ def _ablation_set(name: str) -> dict:
     origin: dict[int, dict] = {}
     records = build_dataset(spec, S["converted"], S["general"], seed=c["seed"],
                             capability_mode=c["capability_mode"], sharegpt_mode=c["sharegpt_mode"],
-                            sharegpt_ratio=c["sharegpt_ratio"], origin=origin)
+                            sharegpt_ratio=c["sharegpt_ratio"], origin=origin, units=S["units"])
     before = counts.fallbacks if counts is not None else 0
     keys = [S["keys"].get(id(origin.get(id(r), r))) for r in records] if counts is not None else None
-    stats = dataset_stats(records, S["seg_tok"], c["max_length"], counts=counts, keys=keys)
+    stats = dataset_stats(records, S["seg_tok"], c["max_length"], counts=counts, keys=keys, known=S["known"])
     stats.update({"dataset_id": name, "spec": spec, "capability_mode": c["capability_mode"],
                   "sharegpt_mode": c["sharegpt_mode"], "seed": c["seed"]})
     config = prov.config_subset(S["params"][name])
     stamp = {**S["base"], "config": config, "config_hash": prov.sha256_json(config)}
     lines = S["lines"]
-    write_lines(out["data"], (lines.get(id(r)) or dumps_bytes(r) for r in records))
+    # a copy of a record read from a line that could be written again is a plain value too
+    write_lines(out["data"], (lines.get(id(r)) or dumps_bytes(r, plain=id(origin.get(id(r))) in lines)
+                              for r in records))
     prov.write_sidecar(out["data"], stamp)
     write_json(out["stats"], _with_prov(stats, stamp))
     write_text(out["audit"], audit_dump(records, c["audit_samples"], name))

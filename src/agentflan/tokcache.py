@@ -36,6 +36,7 @@ File format (JSON lines, canonical JSON, rows sorted by key, no paths or times):
 """
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import multiprocessing as mp
@@ -372,9 +373,10 @@ def _batch_rows(keyed: list[tuple[str, dict]], layout, offsets: list[list[tuple[
 
 
 def _rows_fast(keyed: list[tuple[str, dict]], seg_tok: TemplateTokenizer, backend: _Backend,
-               max_length: int | None, batch: int) -> dict[str, dict]:
-    """Rows of ``keyed`` in batches: the backend encodes the next batch (in Rust, without the GIL)
-    while this thread counts the current one."""
+               max_length: int | None, batch: int, pipelined: bool = True) -> dict[str, dict]:
+    """Rows of ``keyed`` in batches. ``pipelined``: the backend encodes the next batch (in Rust,
+    without the GIL, on every core) while this thread counts the current one; else one batch
+    after the other (in a worker process of several)."""
     bos = 1 if seg_tok.add_bos else 0
     spans = [keyed[k:k + batch] for k in range(0, len(keyed), batch)]
     rows: dict[str, dict] = {}
@@ -383,19 +385,26 @@ def _rows_fast(keyed: list[tuple[str, dict]], seg_tok: TemplateTokenizer, backen
         lay = _flat_layout(part)
         return lay, backend.offsets(lay[0])
 
+    def count(part, layout, offsets):
+        got, slow = _batch_rows(part, layout, offsets, bos, max_length)
+        rows.update(got)
+        if slow:
+            rows.update(_rows_of([part[i] for i in slow], seg_tok, max_length))
+
     # = split_special_tokens=True, which the wrapper's own calls (the per-record path) set as well
     before = backend.backend.encode_special_tokens
     backend.backend.encode_special_tokens = True
     try:
+        if not pipelined:
+            for part in spans:
+                count(part, *encode(part))
+            return rows
         with ThreadPoolExecutor(1) as pool:
             nxt = pool.submit(encode, spans[0]) if spans else None
             for k, part in enumerate(spans):
                 layout, offsets = nxt.result()
                 nxt = pool.submit(encode, spans[k + 1]) if k + 1 < len(spans) else None
-                got, slow = _batch_rows(part, layout, offsets, bos, max_length)
-                rows.update(got)
-                if slow:
-                    rows.update(_rows_of([part[i] for i in slow], seg_tok, max_length))
+                count(part, layout, offsets)
     finally:
         backend.backend.encode_special_tokens = before
     return rows
@@ -408,35 +417,58 @@ def _worker(span: tuple[int, int]) -> tuple[dict[str, dict], int]:
     return rows, seg_tok.split_texts - before
 
 
+def _batched_worker(k: int) -> tuple[dict[str, dict], int]:
+    """Every ``n``-th batch from the ``k``-th, one after the other, the tokenizer on one thread
+    (the workers share the cores)."""
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    seg_tok, records, max_length = _SHARED["seg_tok"], _SHARED["records"], _SHARED["max_length"]
+    batch, n = _SHARED["batch"], _SHARED["workers"]
+    mine = [r for j in range(k * batch, len(records), n * batch) for r in records[j:j + batch]]
+    before = seg_tok.split_texts
+    rows = _rows_fast(mine, seg_tok, _SHARED["backend"], max_length, batch, pipelined=False)
+    return rows, seg_tok.split_texts - before
+
+
 def build_rows(records: list[dict], seg_tok: TemplateTokenizer, max_length: int | None,
                batch: int = BATCH, workers: int = 1, batched: bool = True) -> dict[str, dict]:
     """One cache row per distinct record key, every distinct record tokenised once.
 
     With ``batched`` (default) and a fast tokenizer, the batched path (:func:`_batch_rows`) counts
     whole batches at once and leaves only the records the template splits to the per-record path
-    (:func:`_rows_of`); otherwise every record takes the per-record path, in ``workers`` forked
-    processes if more than one. The rows are the same whichever path or sharing."""
+    (:func:`_rows_of`); otherwise every record takes the per-record path. With ``workers`` > 1,
+    forked processes share the batches (on the batched path each encodes on one thread: the
+    Python part of the work is then spread over the cores as well). The rows are the same
+    whichever path or sharing."""
     todo: dict[str, dict] = {}
     for r in records:
         todo.setdefault(record_key(r), r)
     distinct = list(todo.items())
     backend = _Backend.of(seg_tok.tok) if batched else None
-    if backend is not None:
+    n_batches = -(-len(distinct) // batch)
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    workers = min(workers, cpus)
+    fork = workers > 1 and n_batches > 1 and "fork" in mp.get_all_start_methods()
+    if backend is not None and not fork:
         return _rows_fast(distinct, seg_tok, backend, max_length, batch)
-    spans = [(k, min(k + batch, len(distinct))) for k in range(0, len(distinct), batch)]
     rows: dict[str, dict] = {}
-    if workers > 1 and len(spans) > 1 and "fork" in mp.get_all_start_methods():
-        _SHARED.update(seg_tok=seg_tok, records=distinct, max_length=max_length)
+    if fork:
+        workers = min(workers, n_batches)
+        _SHARED.update(seg_tok=seg_tok, records=distinct, max_length=max_length, batch=batch, workers=workers,
+                       backend=backend)
+        jobs = (_batched_worker, range(workers)) if backend is not None else (
+            _worker, [(k, min(k + batch, len(distinct))) for k in range(0, len(distinct), batch)])
+        gc.freeze()   # the workers' garbage collectors leave the shared records (and their pages) alone
         try:
-            with mp.get_context("fork").Pool(min(workers, len(spans))) as pool:
-                for part, split in pool.imap_unordered(_worker, spans):
+            with mp.get_context("fork").Pool(workers) as pool:
+                for part, split in pool.imap_unordered(*jobs):
                     rows.update(part)
                     seg_tok.split_texts += split
         finally:
             _SHARED.clear()
+            gc.unfreeze()
         return rows
-    for a, b in spans:
-        rows.update(_rows_of(distinct[a:b], seg_tok, max_length))
+    for k in range(0, len(distinct), batch):
+        rows.update(_rows_of(distinct[k:k + batch], seg_tok, max_length))
     return rows
 
 
@@ -523,15 +555,167 @@ class TokenCounts:
         return row if row is not None and row["x"] else None
 
 
-def build(records: list[dict], tokenizer_dir: str | os.PathLike, max_length: int | None,
-          out: str | os.PathLike, workers: int = 1) -> dict:
-    """Tokenise ``records`` once and write the cache; returns a summary for the log."""
+def load_tokenizer_without_torch(tokenizer_dir: str | os.PathLike):
+    """:func:`agentflan.modeling.load_tokenizer`, with torch kept out of this process: a tokenizer
+    needs none, and importing torch (which transformers does when it finds it) is most of the
+    seconds loading takes. transformers then loads the same tokenizer (the tests compare the
+    backends); a process that has imported torch already, or a load that fails this way, loads
+    the usual way."""
+    import sys
+
     from .modeling import load_tokenizer
-    seg_tok = TemplateTokenizer(load_tokenizer(str(tokenizer_dir)))
-    rows = build_rows(records, seg_tok, max_length, workers=workers)
+    if "torch" in sys.modules or "transformers" in sys.modules:
+        return load_tokenizer(str(tokenizer_dir))
+    advice = os.environ.get("TRANSFORMERS_NO_ADVISORY_WARNINGS")
+    sys.modules["torch"] = None   # import torch -> ImportError; find_spec("torch") -> None
+    os.environ["TRANSFORMERS_NO_ADVISORY_WARNINGS"] = "1"   # "PyTorch was not found..."
+    try:
+        return load_tokenizer(str(tokenizer_dir))
+    except Exception:  # noqa: BLE001 - anything: load again with torch
+        for name in [m for m in sys.modules if m == "transformers" or m.startswith("transformers.")]:
+            del sys.modules[name]
+        del sys.modules["torch"]
+        return load_tokenizer(str(tokenizer_dir))
+    finally:
+        if sys.modules.get("torch", 0) is None:
+            del sys.modules["torch"]
+        if advice is None:
+            os.environ.pop("TRANSFORMERS_NO_ADVISORY_WARNINGS", None)
+        else:
+            os.environ["TRANSFORMERS_NO_ADVISORY_WARNINGS"] = advice
+
+
+class _FileTokenizer:
+    """A fast tokenizer read straight from ``tokenizer.json`` (no transformers import), with what
+    :class:`TemplateTokenizer` uses of a transformers tokenizer: ``bos_token_id``,
+    ``backend_tokenizer`` and the call (no special tokens added, no truncation or padding)."""
+
+    def __init__(self, backend, bos_token_id: int | None):
+        self.backend_tokenizer = backend
+        self.bos_token_id = bos_token_id
+
+    @classmethod
+    def read(cls, tokenizer_dir: str | os.PathLike) -> "tuple[_FileTokenizer, tuple] | None":
+        """The tokenizer of ``tokenizer_dir`` and its fingerprint (:func:`_fingerprint`), or None
+        where there is no ``tokenizer.json``."""
+        root = Path(tokenizer_dir)
+        try:
+            from tokenizers import Tokenizer
+            backend = Tokenizer.from_file(str(root / "tokenizer.json"))
+        except Exception:  # noqa: BLE001 - no such file or not one tokenizers reads: transformers' load
+            return None
+        bos = None
+        for name in ("tokenizer_config.json", "special_tokens_map.json"):
+            try:
+                bos = json.loads((root / name).read_text(encoding="utf-8")).get("bos_token")
+            except (OSError, ValueError, AttributeError):
+                continue
+            break
+        if isinstance(bos, dict):
+            bos = bos.get("content")
+        bos_id = backend.token_to_id(bos) if isinstance(bos, str) else None
+        fingerprint = _fingerprint(backend, bos_id)
+        backend.no_truncation()    # as transformers' call does for a call that asks for none
+        backend.no_padding()
+        return cls(backend, bos_id), fingerprint
+
+    def __call__(self, texts, add_special_tokens: bool = True, return_offsets_mapping: bool = False,
+                 split_special_tokens: bool = False) -> dict:
+        if add_special_tokens:
+            raise ValueError("_FileTokenizer adds no special tokens (TemplateTokenizer asks for none)")
+        bk = self.backend_tokenizer
+        before, bk.encode_special_tokens = bk.encode_special_tokens, split_special_tokens
+        try:
+            encs = bk.encode_batch(list(texts), add_special_tokens=False)
+        finally:
+            bk.encode_special_tokens = before
+        out = {"input_ids": [e.ids for e in encs]}
+        if return_offsets_mapping:
+            out["offset_mapping"] = [e.offsets for e in encs]
+        return out
+
+
+def _fingerprint(backend, bos_token_id: int | None) -> tuple:
+    """What fixes the template's tokens: the backend's whole definition (normalizer,
+    pre-tokenizer, model, added tokens, post-processor, truncation, padding) and the BOS id."""
+    return hashlib.sha256(backend.to_str().encode("utf-8")).hexdigest(), bos_token_id
+
+
+class TokenizerCheck:
+    """How transformers loads a tokenizer directory (:func:`_fingerprint` of what
+    :func:`load_tokenizer_without_torch` gives), worked out in a forked process while this one
+    tokenises with ``tokenizer.json`` read directly: importing transformers is seconds of work the
+    tokenisation need not wait for."""
+
+    def __init__(self, proc, conn):
+        self.proc, self.conn = proc, conn
+
+    @classmethod
+    def start(cls, tokenizer_dir: str | os.PathLike) -> "TokenizerCheck | None":
+        """Start the check (None where processes cannot be forked)."""
+        if "fork" not in mp.get_all_start_methods():
+            return None
+        ctx = mp.get_context("fork")
+        ours, theirs = ctx.Pipe(duplex=False)
+        proc = ctx.Process(target=_check_in_child, args=(str(tokenizer_dir), theirs), daemon=True)
+        proc.start()
+        theirs.close()
+        return cls(proc, ours)
+
+    def result(self, timeout: float = 600) -> tuple | None:
+        """transformers' fingerprint of the tokenizer, or None if the check failed."""
+        try:
+            got = self.conn.recv() if self.conn.poll(timeout) else None
+        except (EOFError, OSError):
+            got = None
+        finally:
+            self.conn.close()
+            self.proc.join(5)
+            if self.proc.is_alive():
+                self.proc.kill()
+                self.proc.join()
+        return tuple(got) if isinstance(got, (tuple, list)) else None
+
+
+def _check_in_child(tokenizer_dir: str, conn) -> None:
+    devnull = os.open(os.devnull, os.O_WRONLY)   # transformers' warnings stay out of the job log
+    os.dup2(devnull, 1)
+    os.dup2(devnull, 2)
+    try:
+        tok = load_tokenizer_without_torch(tokenizer_dir)
+        conn.send(_fingerprint(tok.backend_tokenizer, tok.bos_token_id))
+    except BaseException:  # noqa: BLE001 - the parent tokenises with transformers' tokenizer then
+        conn.send(None)
+    finally:
+        conn.close()
+
+
+def build(records: list[dict], tokenizer_dir: str | os.PathLike, max_length: int | None,
+          out: str | os.PathLike, workers: int = 1, check: "TokenizerCheck | None" = None) -> dict:
+    """Tokenise ``records`` once and write the cache; returns a summary for the log.
+
+    The records are tokenised with ``tokenizer.json`` read directly, while :class:`TokenizerCheck`
+    (``check``, started here if not given) loads the directory with transformers in a forked
+    process; if the two differ in anything that fixes the tokens, the records are tokenised again
+    with transformers' tokenizer. Without ``tokenizer.json`` or fork, transformers' tokenizer is
+    used from the start."""
+    direct = _FileTokenizer.read(tokenizer_dir)
+    if direct is not None and check is None:
+        check = TokenizerCheck.start(tokenizer_dir)
+    used = "transformers"
+    if direct is not None and check is not None:
+        seg_tok = TemplateTokenizer(direct[0])
+        rows = build_rows(records, seg_tok, max_length, workers=workers)
+        used = "tokenizer.json (the same as transformers loads)"
+        if check.result() != direct[1]:
+            used = "transformers (tokenizer.json differs from what it loads)"
+            direct = None
+    if direct is None or check is None:
+        seg_tok = TemplateTokenizer(load_tokenizer_without_torch(tokenizer_dir))
+        rows = build_rows(records, seg_tok, max_length, workers=workers)
     write_counts(out, rows, tokenizer_hash(tokenizer_dir), max_length)
     return {"records": len(records), "distinct": len(rows), "inexact": sum(not r["x"] for r in rows.values()),
-            "split_texts": seg_tok.split_texts}
+            "split_texts": seg_tok.split_texts, "tokenizer": used}
 
 
 class LazyTemplateTokenizer:

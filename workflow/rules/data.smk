@@ -159,13 +159,16 @@ rule token_counts:
     output:
         f"{DATA}/token_counts.jsonl",
     params:
-        args=as_params(
+        args=lambda wildcards, threads: as_params(
             converted_dir=f"{DATA}/converted",
             sharegpt_path=f"{DATA}/general/sharegpt.jsonl",
             tokenizer_dir=f"{DATA}/tokenizer",
             max_length=config["data"]["max_length"],
             out=f"{DATA}/token_counts.jsonl",
+            workers=threads,
         ),
+    # every core: the records are shared among `threads` forked workers (agentflan.tokcache)
+    threads: 64
     log:
         f"{LOGS}/data/token_counts.log",
     benchmark:
