@@ -1,4 +1,6 @@
 """Ablation data sets: capability weights in both modes, ShareGPT mixing, fractions, negatives."""
+import json
+
 import pytest
 
 from agentflan.ablations import audit_dump, build_dataset, dataset_stats, negative_case
@@ -216,6 +218,32 @@ def test_one_job_writes_what_one_job_per_data_set_writes(corpus_dirs, mode, monk
         assert "0 records tokenised again" in (root / f"{mode}-all-2" / name / "job.log").read_text()
         head, row = (root / f"{mode}-all-2" / name / "job.tsv").read_text().splitlines()
         assert head.split("\t")[0] == "s" and head.split("\t")[-1] == "cpu_time" and float(row.split("\t")[0]) >= 0
+
+
+def test_file_index_of_the_token_counts_job(corpus_dirs, tmp_path):
+    """The ablation job reads a file the token_counts job indexed (same bytes) without checking it
+    again, with the keys of the index; a file that changed since is read and keyed as usual."""
+    import shutil
+
+    from agentflan import stages
+    from agentflan.tokcache import TokenCounts
+    root, d = corpus_dirs
+    counts = TokenCounts.load(d["token_counts"])
+    assert len(counts.files) == 8 and all(w for _, w in counts.files.values())
+    specs = {"react": {"format": "react", "sharegpt": True}, "chat": {"format": "chat", "weights": {"reasoning": 0.5}}}
+    common = dict(**d, seed=0, capability_mode="mask", sharegpt_mode="concat", sharegpt_ratio=1.0, audit_samples=1)
+    stages.ablations(datasets=specs, outputs=_outputs(tmp_path, "indexed", specs), workers=1, **common)
+    changed = tmp_path / "converted"
+    shutil.copytree(d["converted_dir"], changed)
+    for f in changed.glob("*.jsonl"):   # the same records, other bytes: no longer in the index
+        f.write_bytes(f.read_bytes().replace(b'{"id"', b'{ "id"'))
+    stages.ablations(datasets=specs, outputs=_outputs(tmp_path, "read", specs), workers=1,
+                     **{**common, "converted_dir": str(changed)})
+    for name in specs:
+        for f in ("train.jsonl", "audit.md"):
+            assert (tmp_path / "indexed" / name / f).read_bytes() == (tmp_path / "read" / name / f).read_bytes()
+        a, b = (json.loads((tmp_path / t / name / "stats.json").read_text()) for t in ("indexed", "read"))
+        assert {**a, "provenance": None} == {**b, "provenance": None}
 
 
 def test_one_job_without_the_cache_and_bad_input(corpus_dirs, tmp_path):

@@ -192,7 +192,7 @@ def test_cache_file_is_deterministic_and_independent_of_order(fixture_corpus, ll
     assert a == (tmp_path / "b").read_bytes() == (tmp_path / "c").read_bytes() == (tmp_path / "d").read_bytes()
     head = json.loads(a.splitlines()[0])
     assert head["records"] == len({record_key(r) for r in records}) and head["max_length"] == 512
-    assert set(head) == {"columns", "format", "max_length", "records", "tokenizer_sha256"}
+    assert set(head) == {"columns", "files", "format", "max_length", "records", "tokenizer_sha256"}
 
 
 def test_key_covers_content_capability_and_general_flag_not_train_flags(fixture_corpus):
@@ -240,6 +240,24 @@ def test_bad_cache_files_fail_with_one_line(fixture_corpus, llama2_tokenizer, tm
     bad.write_text('{"x": 1}\n')
     with pytest.raises(DataError, match=r":1: not a token-counts file"):
         TokenCounts.load(bad)
+    # the file index after the rows
+    keys = sorted({record_key(r) for r in records})
+    write_counts(path, build_rows(records, TemplateTokenizer(llama2_tokenizer), 64), "abc", 64,
+                 [("f" * 64, [keys[2], keys[0]], True)])
+    assert TokenCounts.load(path).files == {"f" * 64: ([keys[2], keys[0]], True)}
+    lines = path.read_text().splitlines()
+    for line in ('{"f": "x", "r": [5], "w": true}', '{"f": "x", "r": [0]}', "[]"):
+        bad.write_text("\n".join(lines[:-1] + [line]) + "\n")
+        with pytest.raises(DataError, match=r"bad\.jsonl:7: malformed file index line"):
+            TokenCounts.load(bad)
+    bad.write_text("\n".join(lines[:-1]) + "\n")   # the header counts one file line more
+    with pytest.raises(DataError, match="header says 5 records, file holds 4"):
+        TokenCounts.load(bad)
+    head = json.loads(lines[0])
+    head.update(format="agentflan-token-counts/1")
+    del head["files"]
+    bad.write_text("\n".join([json.dumps(head)] + lines[1:-1]) + "\n")   # version 1: no index
+    assert TokenCounts.load(bad).files == {} and len(TokenCounts.load(bad).rows) == 5
 
 
 # ----------------------------------------------------------------------------- fast reading and writing

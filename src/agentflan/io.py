@@ -433,14 +433,25 @@ def iter_jsonl(path: str | os.PathLike, max_line_bytes: int | None = None) -> It
         raise DataError(path, "file is empty (no JSON lines)")
 
 
+def read_file_bytes(path: str | os.PathLike) -> bytes:
+    """A JSON Lines file's bytes (``data`` of :func:`read_jsonl_lines`), with its errors for a
+    missing file or a directory."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(path, "file not found")
+    if path.is_dir():
+        raise DataError(path, "is a directory, expected a JSON Lines file")
+    return path.read_bytes()
+
+
 def read_jsonl(path: str | os.PathLike) -> list[Any]:
     """Every non-blank line's value, as :func:`iter_jsonl` gives them (same values, same errors);
     read whole, and fast for lines already in canonical form (module docstring)."""
     return read_jsonl_lines(path, _lines=False)[0]
 
 
-def read_jsonl_lines(path: str | os.PathLike, max_line_bytes: int | None = None, _lines: bool = True
-                     ) -> tuple[list[Any], list[bytes | None]]:
+def read_jsonl_lines(path: str | os.PathLike, max_line_bytes: int | None = None, _lines: bool = True,
+                     data: bytes | None = None) -> tuple[list[Any], list[bytes | None]]:
     """:func:`read_jsonl`, and for every value the bytes of its line (newline excluded) where
     they are exactly ``dumps_bytes(value)`` (the line can be written again as it is), else None.
 
@@ -449,14 +460,15 @@ def read_jsonl_lines(path: str | os.PathLike, max_line_bytes: int | None = None,
     duplicate keys (the serialisation would be shorter), lone surrogates or integers over 64
     bits, and ``json`` reads the same value from it; its nesting depth is still checked.
     Every other line goes through :func:`parse_json_line`. Errors are those of
-    :func:`iter_jsonl`, for the same line."""
+    :func:`iter_jsonl`, for the same line. ``data``: the file's bytes, if the caller read them."""
     path = Path(path)
     limit = MAX_LINE_BYTES if max_line_bytes is None else max_line_bytes
-    if not path.exists():
-        raise DataError(path, "file not found")
-    if path.is_dir():
-        raise DataError(path, "is a directory, expected a JSON Lines file")
-    data = path.read_bytes()
+    if data is None:
+        if not path.exists():
+            raise DataError(path, "file not found")
+        if path.is_dir():
+            raise DataError(path, "is a directory, expected a JSON Lines file")
+        data = path.read_bytes()
     data = data[_check_head(path, data[:64]):]
     lines = data.split(b"\n")
     last_torn = lines[-1] != b""    # the last line has no newline (b"" after a final newline)

@@ -161,20 +161,46 @@ def tokenizer(kind: str, out_dir: str, converted_dir: str, sharegpt_path: str, p
         tmp.rename(out_dir)
 
 
-def _load_converted(converted_dir: str, stems=None, lines: dict | None = None) -> dict[str, list[dict]]:
+def _load_converted(converted_dir: str, stems=None, lines: dict | None = None, counts=None,
+                    keys: dict | None = None) -> dict[str, list[dict]]:
     """The converted files (only ``stems`` where given; a missing one is left out). ``lines``, if
     given, receives ``{id(record): its line}`` for the records whose line can be written again as
-    it is (:func:`agentflan.io.read_jsonl_lines`)."""
-    from .io import read_jsonl_lines
+    it is, and ``keys`` their cache keys (see :func:`_read_records`)."""
     out = {}
     for p in sorted(Path(converted_dir).glob("*.jsonl")):
         if stems is None or p.stem in stems:
             if lines is None:
                 out[p.stem] = read_jsonl(p)
             else:
-                out[p.stem], raws = read_jsonl_lines(p)
-                lines.update((id(r), raw) for r, raw in zip(out[p.stem], raws) if raw is not None)
+                out[p.stem] = _read_records(p, lines, counts, keys)
     return out
+
+
+def _read_records(path, lines: dict, counts=None, keys: dict | None = None) -> list[dict]:
+    """The records of a JSON Lines file; ``lines`` receives ``{id(record): its line}`` for those
+    whose line can be written again as it is, ``keys`` (if given) their cache keys. A file the
+    token_counts job read (the same bytes: its sha256 is in ``counts.files``) and found all in
+    that form is parsed without checking again, its keys taken from the index."""
+    import hashlib
+
+    from .io import _orjson, read_file_bytes, read_jsonl_lines
+    from .tokcache import record_key
+    data = read_file_bytes(path)
+    known = counts.files.get(hashlib.sha256(data).hexdigest()) if counts is not None else None
+    if known is not None and known[1] and _orjson is not None:
+        raws = data.split(b"\n")
+        raws.pop()   # after the last newline
+        records = [_orjson.loads(raw) for raw in raws]
+        if len(records) == len(known[0]):
+            lines.update(zip(map(id, records), raws))
+            if keys is not None:
+                keys.update(zip(map(id, records), known[0]))
+            return records
+    records, raws = read_jsonl_lines(path, data=data)
+    lines.update((id(r), raw) for r, raw in zip(records, raws) if raw is not None)
+    if keys is not None:
+        keys.update((id(r), record_key(r)) for r in records)
+    return records
 
 
 @_stamped
@@ -196,11 +222,24 @@ def card(converted_dir: str, sharegpt_path: str, tokenizer_dir: str, max_length:
 def token_counts(converted_dir: str, sharegpt_path: str, tokenizer_dir: str, max_length: int, out: str,
                  workers: int = 1) -> None:
     """Tokenise every converted and ShareGPT record once; per-turn counts for stats and card."""
-    from .tokcache import TokenizerCheck, build
+    import hashlib
+
+    from .io import read_file_bytes, read_jsonl_lines
+    from .tokcache import TokenizerCheck, build, record_key
     check = TokenizerCheck.start(tokenizer_dir)   # transformers' view of the tokenizer, meanwhile
-    converted = _load_converted(converted_dir)
-    records = [r for stem in sorted(converted) for r in converted[stem]] + read_jsonl(sharegpt_path)
-    print(f"[token_counts] {build(records, tokenizer_dir, max_length, out, workers=workers, check=check)}")
+    records: list[dict] = []
+    keys: list[str] = []
+    files = []   # the index the ablation job reads these files by (tokcache.write_counts)
+    for path in [*sorted(Path(converted_dir).glob("*.jsonl")), Path(sharegpt_path)]:
+        data = read_file_bytes(path)
+        recs, raws = read_jsonl_lines(path, data=data)
+        ks = [record_key(r) for r in recs]
+        reusable = None not in raws and b"\n".join(raws) + b"\n" == data
+        files.append((hashlib.sha256(data).hexdigest(), ks, reusable))
+        records += recs
+        keys += ks
+    summary = build(records, tokenizer_dir, max_length, out, workers=workers, check=check, keys=keys, files=files)
+    print(f"[token_counts] {summary}")
 
 
 @_stamped
@@ -247,27 +286,26 @@ def _ablation_sets(datasets: dict, outputs: dict, common: dict, workers: int = 1
     from datetime import timedelta
 
     from .ablations import mask_units, source_stems
-    from .tokcache import LazyTemplateTokenizer, derive, load_for, record_key
+    from .tokcache import LazyTemplateTokenizer, derive, load_for
     c = common
     counts = load_for(c["token_counts"], c["tokenizer_dir"], c["max_length"])
     # Only the files the data sets draw from. Records a data set does not change are written back
     # as the lines they were read from (the same bytes as dumping them again).
+    # What every data set would compute again for the records it takes unchanged: their cache
+    # keys (from the token_counts job's index where it read the same files) and counts, and the
+    # hash draws of the capability weights.
     lines: dict[int, bytes] = {}
-    converted = _load_converted(c["converted_dir"], set().union(*map(source_stems, datasets.values())), lines)
+    keys: dict[int, str] | None = {} if counts is not None else None
+    converted = _load_converted(c["converted_dir"], set().union(*map(source_stems, datasets.values())), lines,
+                                counts, keys)
     general: list[dict] = []
     if any(spec.get("sharegpt") for spec in datasets.values()):
-        from .io import read_jsonl_lines
-        general, raws = read_jsonl_lines(c["sharegpt_path"])
-        lines.update((id(r), raw) for r, raw in zip(general, raws) if raw is not None)
-    # What every data set would compute again for the records it takes unchanged: their cache
-    # keys and counts, and the hash draws of the capability weights.
-    keys: dict[int, str] = {}
+        general = _read_records(Path(c["sharegpt_path"]), lines, counts, keys)
     known: dict[int, tuple] = {}
     if counts is not None:
         for recs in (*converted.values(), general):
             for r in recs:
-                keys[id(r)] = key = record_key(r)
-                row = counts.lookup(r, key)
+                row = counts.lookup(r, keys[id(r)])
                 if row is not None:
                     known[id(r)] = derive(row, r)[::3]   # (full length, trained by capability)
     units: dict = {}

@@ -51,7 +51,9 @@ from .io import DataError, atomic_open, dumps, dumps_bytes, loads_fast
 from .template import (_SCAFFOLD, CAPABILITY_IDS, PART_IDS, TEMPLATE, TemplateTokenizer, _anchors, _Layout,
                        segments)
 
-FORMAT = "agentflan-token-counts/1"
+FORMAT = "agentflan-token-counts/2"
+#: Formats :meth:`TokenCounts.load` reads (version 1 has no file index).
+READABLE = (FORMAT, "agentflan-token-counts/1")
 COLUMNS = ["turn", "capability", "trained", "trained_in_window", "format", "format_in_window"]
 CAPABILITY_NAMES = {v: k for k, v in CAPABILITY_IDS.items()}
 _FORMAT_PART = PART_IDS["format"]
@@ -430,7 +432,8 @@ def _batched_worker(k: int) -> tuple[dict[str, dict], int]:
 
 
 def build_rows(records: list[dict], seg_tok: TemplateTokenizer, max_length: int | None,
-               batch: int = BATCH, workers: int = 1, batched: bool = True) -> dict[str, dict]:
+               batch: int = BATCH, workers: int = 1, batched: bool = True,
+               keys: list[str] | None = None) -> dict[str, dict]:
     """One cache row per distinct record key, every distinct record tokenised once.
 
     With ``batched`` (default) and a fast tokenizer, the batched path (:func:`_batch_rows`) counts
@@ -438,10 +441,10 @@ def build_rows(records: list[dict], seg_tok: TemplateTokenizer, max_length: int 
     (:func:`_rows_of`); otherwise every record takes the per-record path. With ``workers`` > 1,
     forked processes share the batches (on the batched path each encodes on one thread: the
     Python part of the work is then spread over the cores as well). The rows are the same
-    whichever path or sharing."""
+    whichever path or sharing. ``keys``: the records' :func:`record_key`, if the caller has them."""
     todo: dict[str, dict] = {}
-    for r in records:
-        todo.setdefault(record_key(r), r)
+    for r, key in zip(records, keys if keys is not None else map(record_key, records)):
+        todo.setdefault(key, r)
     distinct = list(todo.items())
     backend = _Backend.of(seg_tok.tok) if batched else None
     n_batches = -(-len(distinct) // batch)
@@ -472,12 +475,20 @@ def build_rows(records: list[dict], seg_tok: TemplateTokenizer, max_length: int 
     return rows
 
 
-def write_counts(path: str | os.PathLike, rows: dict[str, dict], tok_sha: str, max_length: int | None) -> None:
+def write_counts(path: str | os.PathLike, rows: dict[str, dict], tok_sha: str, max_length: int | None,
+                 files: list[tuple[str, list[str], bool]] | None = None) -> None:
+    """The cache file: header, rows sorted by key, then one index line per file the records were
+    read from (``files``: its sha256, the key of each of its records in order, and whether every
+    line is in the form :func:`agentflan.io.read_jsonl_lines` writes back as it is)."""
+    files = files or []
     header = {"format": FORMAT, "max_length": max_length, "records": len(rows), "tokenizer_sha256": tok_sha,
-              "columns": COLUMNS}
+              "columns": COLUMNS, "files": len(files)}
+    order = {key: i for i, key in enumerate(sorted(rows))}
     with atomic_open(path, "wb") as fh:
         fh.write(dumps(header).encode("utf-8") + b"\n")
-        fh.write(b"".join(dumps_bytes({"k": key, **rows[key]}) + b"\n" for key in sorted(rows)))
+        fh.write(b"".join(dumps_bytes({"k": key, **rows[key]}, plain=True) + b"\n" for key in sorted(rows)))
+        for sha, keys, reusable in files:
+            fh.write(dumps_bytes({"f": sha, "r": [order[k] for k in keys], "w": reusable}, plain=True) + b"\n")
 
 
 def _row_ok(row, width: int) -> bool:
@@ -498,11 +509,15 @@ class TokenCounts:
     """The cache file, read back; :meth:`lookup` gives a record's row (or None: not cached or
     not exact), :attr:`fallbacks` counts the records the caller had to tokenise again."""
 
-    def __init__(self, rows: dict[str, dict], max_length: int | None, tokenizer_sha256: str):
+    def __init__(self, rows: dict[str, dict], max_length: int | None, tokenizer_sha256: str,
+                 files: dict[str, tuple[list[str], bool]] | None = None):
         self.rows = rows
         self.max_length = max_length
         self.tokenizer_sha256 = tokenizer_sha256
         self.fallbacks = 0
+        #: ``{sha256 of a file: (the key of each of its records, whether every line is written
+        #: back as it is)}`` for the files the token_counts job read (:func:`write_counts`).
+        self.files = files or {}
 
     @classmethod
     def load(cls, path: str | os.PathLike, tokenizer_sha256: str | None = None,
@@ -523,7 +538,7 @@ class TokenCounts:
                 raise DataError(path, f"not valid JSON ({type(e).__name__})", line=i + 1) from None
 
         header = parse(0, strict=True) if lines else None
-        if not isinstance(header, dict) or header.get("format") != FORMAT:
+        if not isinstance(header, dict) or header.get("format") not in READABLE:
             raise DataError(path, f"not a token-counts file (first line must be a {FORMAT} header)", line=1)
         if tokenizer_sha256 is not None and header.get("tokenizer_sha256") != tokenizer_sha256:
             raise DataError(path, "token counts were made with another tokenizer "
@@ -534,7 +549,10 @@ class TokenCounts:
                                   f"not {max_length}; rerun the token_counts job", line=1)
         rows: dict[str, dict] = {}
         width = len(COLUMNS)
-        for i in range(1, len(lines)):
+        n_files = header.get("files", 0)
+        if type(n_files) is not int or not 0 <= n_files < len(lines):
+            raise DataError(path, f"header's file count {n_files!r} is not a count of the file's lines", line=1)
+        for i in range(1, len(lines) - n_files):
             row = parse(i)
             if not _row_ok(row, width):
                 row = parse(i, strict=True)   # as json reads it (orjson reads ints over 64 bits as floats)
@@ -547,7 +565,17 @@ class TokenCounts:
             rows[row["k"]] = row
         if len(rows) != header.get("records"):
             raise DataError(path, f"header says {header.get('records')} records, file holds {len(rows)}")
-        return cls(rows, header.get("max_length"), header.get("tokenizer_sha256"))
+        keys = sorted(rows)
+        files: dict[str, tuple[list[str], bool]] = {}
+        for i in range(len(lines) - n_files, len(lines)):
+            f = parse(i)
+            ok = (type(f) is dict and type(f.get("f")) is str and type(f.get("w")) is bool
+                  and type(f.get("r")) is list and all(type(k) is int and 0 <= k < len(keys) for k in f["r"]))
+            if not ok:
+                raise DataError(path, "malformed file index line (needs f, a sha256, w, a bool, and r, "
+                                      "row numbers)", line=i + 1)
+            files[f["f"]] = ([keys[k] for k in f["r"]], f["w"])
+        return cls(rows, header.get("max_length"), header.get("tokenizer_sha256"), files)
 
     def lookup(self, record: dict, key: str | None = None) -> dict | None:
         """The row of ``record`` (``key``: its :func:`record_key`, if the caller has it)."""
@@ -682,6 +710,10 @@ def _check_in_child(tokenizer_dir: str, conn) -> None:
     os.dup2(devnull, 1)
     os.dup2(devnull, 2)
     try:
+        os.nice(19)   # the tokenisation goes first; this runs on what it leaves
+    except OSError:
+        pass
+    try:
         tok = load_tokenizer_without_torch(tokenizer_dir)
         conn.send(_fingerprint(tok.backend_tokenizer, tok.bos_token_id))
     except BaseException:  # noqa: BLE001 - the parent tokenises with transformers' tokenizer then
@@ -691,29 +723,30 @@ def _check_in_child(tokenizer_dir: str, conn) -> None:
 
 
 def build(records: list[dict], tokenizer_dir: str | os.PathLike, max_length: int | None,
-          out: str | os.PathLike, workers: int = 1, check: "TokenizerCheck | None" = None) -> dict:
+          out: str | os.PathLike, workers: int = 1, check: "TokenizerCheck | None" = None,
+          keys: list[str] | None = None, files: list[tuple[str, list[str], bool]] | None = None) -> dict:
     """Tokenise ``records`` once and write the cache; returns a summary for the log.
 
     The records are tokenised with ``tokenizer.json`` read directly, while :class:`TokenizerCheck`
     (``check``, started here if not given) loads the directory with transformers in a forked
     process; if the two differ in anything that fixes the tokens, the records are tokenised again
     with transformers' tokenizer. Without ``tokenizer.json`` or fork, transformers' tokenizer is
-    used from the start."""
+    used from the start. ``keys`` and ``files``: see :func:`build_rows` and :func:`write_counts`."""
     direct = _FileTokenizer.read(tokenizer_dir)
     if direct is not None and check is None:
         check = TokenizerCheck.start(tokenizer_dir)
     used = "transformers"
     if direct is not None and check is not None:
         seg_tok = TemplateTokenizer(direct[0])
-        rows = build_rows(records, seg_tok, max_length, workers=workers)
+        rows = build_rows(records, seg_tok, max_length, workers=workers, keys=keys)
         used = "tokenizer.json (the same as transformers loads)"
         if check.result() != direct[1]:
             used = "transformers (tokenizer.json differs from what it loads)"
             direct = None
     if direct is None or check is None:
         seg_tok = TemplateTokenizer(load_tokenizer_without_torch(tokenizer_dir))
-        rows = build_rows(records, seg_tok, max_length, workers=workers)
-    write_counts(out, rows, tokenizer_hash(tokenizer_dir), max_length)
+        rows = build_rows(records, seg_tok, max_length, workers=workers, keys=keys)
+    write_counts(out, rows, tokenizer_hash(tokenizer_dir), max_length, files)
     return {"records": len(records), "distinct": len(rows), "inexact": sum(not r["x"] for r in rows.values()),
             "split_texts": seg_tok.split_texts, "tokenizer": used}
 
