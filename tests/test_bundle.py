@@ -37,6 +37,7 @@ def test_bundle_is_deterministic_and_verified(tmp_path):
     assert (tmp_path / "out" / "scores.csv").read_bytes() == Path(files["summary/scores.csv"]).read_bytes()
     assert "Rebuilt from the results bundle `a.tar.gz`" in B.header_note(tmp_path / "out")
     assert note["code_hash"] == "c" * 64
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["experiments.json", "scores.csv"]  # note beside
 
 
 def test_altered_or_foreign_bundles_are_refused_in_one_line(tmp_path):

@@ -34,8 +34,14 @@ from .io import DataError, dumps
 
 MANIFEST = "MANIFEST.json"
 FORMAT = 1
-#: The file that marks a summary directory unpacked from a bundle (read by the table stage).
-FROM_BUNDLE = ".from_bundle.json"
+#: Beside a summary directory unpacked from a bundle, ``<summary dir>.from_bundle.json`` says which
+#: bundle (read by the table stage); beside, not inside, so the summaries' hashes stay those of the run.
+FROM_BUNDLE_SUFFIX = ".from_bundle.json"
+
+
+def note_path(summary_dir: Path) -> Path:
+    summary_dir = Path(summary_dir)
+    return summary_dir.with_name(summary_dir.name + FROM_BUNDLE_SUFFIX)
 
 
 def _sha256(data: bytes) -> str:
@@ -43,24 +49,14 @@ def _sha256(data: bytes) -> str:
 
 
 def git_commit(root: Path) -> str | None:
-    """The checked-out commit, read from ``.git`` without running git (None outside a clone)."""
-    head = root / ".git" / "HEAD"
+    """The checked-out commit (``git rev-parse HEAD``; None outside a clone or without git)."""
+    import subprocess
     try:
-        ref = head.read_text().strip()
-    except OSError:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
         return None
-    if not ref.startswith("ref: "):
-        return ref or None
-    name = ref[5:]
-    loose = root / ".git" / name
-    if loose.exists():
-        return loose.read_text().strip()
-    packed = root / ".git" / "packed-refs"
-    if packed.exists():
-        for line in packed.read_text().splitlines():
-            if line.endswith(" " + name):
-                return line.split(" ", 1)[0]
-    return None
+    commit = out.stdout.strip()
+    return commit if out.returncode == 0 and len(commit) == 40 else None
 
 
 def members_of(roots: dict[str, str], files: list[str]) -> dict[str, str]:
@@ -179,13 +175,13 @@ def unpack_summary(path: Path, summary_dir: Path, expected: list[str], run: str)
     note = {"bundle": Path(path).name, "bundle_sha256": hashlib.sha256(Path(path).read_bytes()).hexdigest(),
             "code_hash": manifest["code_hash"], "git_commit": manifest.get("git_commit"),
             "config_sha256": manifest["config_sha256"]}
-    (summary_dir / FROM_BUNDLE).write_text(dumps(note) + "\n", encoding="utf-8")
+    note_path(summary_dir).write_text(dumps(note) + "\n", encoding="utf-8")
     return note
 
 
 def header_note(summary_dir: Path) -> str | None:
     """The first line of a table rebuilt from a bundle (None for a table of a full run)."""
-    p = Path(summary_dir) / FROM_BUNDLE
+    p = note_path(summary_dir)
     if not p.exists():
         return None
     note = json.loads(p.read_text(encoding="utf-8"))
