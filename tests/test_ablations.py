@@ -275,3 +275,41 @@ def test_one_job_without_the_cache_and_bad_input(corpus_dirs, tmp_path):
     with pytest.raises(ValueError, match="unknown format"):
         stages.ablations(datasets={**specs, "odd": {"format": "toolformer"}},
                          outputs=_outputs(tmp_path, "d", [*specs, "odd"]), workers=2, **{**common, **d})
+
+
+@pytest.mark.parametrize("mode", ["mask", "sample"])
+@pytest.mark.parametrize("max_length", [256, 64, None])
+def test_source_counts_give_dataset_stats(corpus_dirs, mode, max_length, tmp_path):
+    """The one job's stats from per-source arrays (SourceCounts) are dataset_stats' own, with
+    truncation, copies made by the weights, and records the cache lacks (then: None)."""
+    from pathlib import Path
+
+    from agentflan import stages
+    from agentflan.ablations import SourceCounts
+    from agentflan.io import read_jsonl
+    from agentflan.tokcache import TokenCounts, tokenizer_hash
+    root, d = corpus_dirs
+    counts_path = d["token_counts"]
+    if max_length != 256:
+        counts_path = tmp_path / "c.jsonl"
+        args = {**d, "max_length": max_length}
+        del args["token_counts"]
+        stages.token_counts(**args, out=str(counts_path))
+    counts = TokenCounts.load(counts_path, tokenizer_hash(d["tokenizer_dir"]), max_length)
+    converted = {p.stem: read_jsonl(p) for p in sorted(Path(d["converted_dir"]).glob("*.jsonl"))}
+    general = read_jsonl(d["sharegpt_path"])
+    table = SourceCounts([r for recs in (*converted.values(), general) for r in recs], counts, max_length)
+    specs = _paper_datasets()
+    if mode == "mask":
+        del specs["sampled"]
+    for name, spec in sorted(specs.items()):
+        origin = {}
+        records = build_dataset(spec, converted, general, seed=1, capability_mode=mode, origin=origin)
+        assert table.stats(records, origin) == dataset_stats(records, None, max_length, counts=counts), name
+    if max_length == 64:   # truncation is exercised
+        assert any(table.stats([r], {})["truncated_samples"] for r in converted["toolbench_tflan_60p_r10r5u7"])
+    # a record the cache lacks: the table cannot give the stats
+    del counts.rows[sorted(counts.rows)[0]]
+    lacking = SourceCounts([r for recs in (*converted.values(), general) for r in recs], counts, max_length)
+    records = build_dataset({"format": "chat", "sharegpt": True}, converted, general, seed=1)
+    assert lacking.stats(records, {}) is None

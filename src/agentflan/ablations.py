@@ -290,6 +290,103 @@ def dataset_stats(records: list[dict], seg_tok, max_length: int, counts=None, ke
     }
 
 
+class SourceCounts:
+    """The counts :func:`dataset_stats` adds up, per record of the records several data sets are
+    drawn from (``sources``), in arrays: a data set of them and of copies made from them
+    (``origin``, see :func:`build_dataset`) then has its stats from a few array sums
+    (:meth:`stats`), without walking its records again. The result is :func:`dataset_stats`'
+    (tests/test_ablations.py); where the cache lacks a record, :meth:`stats` gives None and the
+    caller uses :func:`dataset_stats`."""
+
+    CASES = "abcd"
+    N_CAPS = 7   # agentflan.template.CAPABILITY_IDS
+
+    def __init__(self, sources: list[dict], counts, max_length: int, keys: dict | None = None):
+        import numpy as np
+
+        from .tokcache import derive, record_key
+        self.counts, self.max_length = counts, max_length
+        self.gid = {id(r): g for g, r in enumerate(sources)}
+        self.keys = [(keys or {}).get(id(r)) or record_key(r) for r in sources]
+        self.full = np.zeros(len(sources), dtype=np.int64)
+        self.caps = np.zeros((len(sources), self.N_CAPS), dtype=np.int64)
+        self.usable = np.zeros(len(sources), dtype=bool)
+        self.source_names = sorted({r["source"] for r in sources})
+        code = {s: i for i, s in enumerate(self.source_names)}
+        self.source = np.fromiter((code[r["source"]] for r in sources), dtype=np.int64, count=len(sources))
+        self.case = np.fromiter((self.CASES.index(negative_case(r)) for r in sources), dtype=np.int64,
+                                count=len(sources))
+        self.ok = counts is not None and counts.max_length == max_length
+        for g, r in enumerate(sources if self.ok else ()):
+            got = self._derive(r, self.keys[g], derive)
+            if got is not None:
+                self.full[g], self.caps[g] = got
+                self.usable[g] = True
+
+    def _derive(self, record: dict, key: str, derive):
+        row = self.counts.lookup(record, key)
+        if row is None:
+            return None
+        n, _, _, by_cap = derive(row, record)
+        caps = [0] * self.N_CAPS
+        for cap, v in by_cap.items():
+            if not 0 <= cap < self.N_CAPS:
+                return None
+            caps[cap] = v
+        return n, caps
+
+    def stats(self, records: list[dict], origin: dict) -> dict | None:
+        """:func:`dataset_stats` of ``records`` (sources and copies of them), or None where this
+        table cannot give it."""
+        import numpy as np
+
+        from .tokcache import derive
+        if not self.ok:
+            return None
+        gid = self.gid
+        idx = np.fromiter((gid.get(id(r), -1) for r in records), dtype=np.int64, count=len(records))
+        copies = np.flatnonzero(idx < 0)
+        full, caps, src, case = [], [], [], []
+        for i in copies.tolist():
+            g = gid.get(id(origin.get(id(records[i]))))
+            got = self._derive(records[i], self.keys[g], derive) if g is not None else None
+            if got is None:
+                return None
+            full.append(got[0])
+            caps.append(got[1])
+            src.append(self.source[g])
+            case.append(self.case[g])
+        kept = idx[idx >= 0]
+        if not self.usable[kept].all():
+            return None
+        full = np.concatenate((self.full[kept], np.asarray(full, dtype=np.int64)))
+        caps = np.concatenate((self.caps[kept], np.asarray(caps, dtype=np.int64).reshape(-1, self.N_CAPS)))
+        src = np.concatenate((self.source[kept], np.asarray(src, dtype=np.int64)))
+        case = np.concatenate((self.case[kept], np.asarray(case, dtype=np.int64)))
+        ml = self.max_length
+        if ml:
+            truncated, total = int((full > ml).sum()), int(np.minimum(full, ml).sum())
+        else:
+            truncated, total = 0, int(full.sum())
+        by_id = caps.sum(axis=0).tolist()
+        names = {1: "reasoning", 2: "retrieval", 3: "understanding", 4: "instruction"}
+        tok = Counter()
+        for cap, n in enumerate(by_id):
+            tok[names.get(cap, "other")] += n
+        by_source = np.bincount(src, minlength=len(self.source_names)).tolist()
+        cases = np.bincount(case, minlength=len(self.CASES)).tolist()
+        return {
+            "n_samples": len(records),
+            "samples_by_source": {s: n for s, n in zip(self.source_names, by_source) if n},
+            "tokens_total": total,
+            "tokens_trained": sum(by_id),
+            "tokens_trained_by_capability": {c: tok[c] for c in (*CAPABILITIES, "other")},
+            "cases": dict(zip(self.CASES, cases)),
+            "truncated_samples": truncated,
+            "max_length": ml,
+        }
+
+
 def audit_dump(records: list[dict], n: int, title: str) -> str:
     """The text a model sees for the first ``n`` samples, trained spans marked ⟦…⟧ with their capability."""
     out = [f"# Audit dump: {title}", "",

@@ -285,15 +285,15 @@ def _ablation_sets(datasets: dict, outputs: dict, common: dict, workers: int = 1
     import os
     from datetime import timedelta
 
-    from .ablations import mask_units, source_stems
-    from .tokcache import LazyTemplateTokenizer, derive, load_for
+    from .ablations import SourceCounts, mask_units, source_stems
+    from .tokcache import LazyTemplateTokenizer, load_for
     c = common
     counts = load_for(c["token_counts"], c["tokenizer_dir"], c["max_length"])
     # Only the files the data sets draw from. Records a data set does not change are written back
-    # as the lines they were read from (the same bytes as dumping them again).
-    # What every data set would compute again for the records it takes unchanged: their cache
-    # keys (from the token_counts job's index where it read the same files) and counts, and the
-    # hash draws of the capability weights.
+    # as the lines they were read from (the same bytes as dumping them again). What every data
+    # set would work out again for the records it shares is worked out once: their cache keys
+    # (from the token_counts job's index where it read the same files), counts, sources and
+    # cases (SourceCounts), and the hash draws of the capability weights.
     lines: dict[int, bytes] = {}
     keys: dict[int, str] | None = {} if counts is not None else None
     converted = _load_converted(c["converted_dir"], set().union(*map(source_stems, datasets.values())), lines,
@@ -301,13 +301,8 @@ def _ablation_sets(datasets: dict, outputs: dict, common: dict, workers: int = 1
     general: list[dict] = []
     if any(spec.get("sharegpt") for spec in datasets.values()):
         general = _read_records(Path(c["sharegpt_path"]), lines, counts, keys)
-    known: dict[int, tuple] = {}
-    if counts is not None:
-        for recs in (*converted.values(), general):
-            for r in recs:
-                row = counts.lookup(r, keys[id(r)])
-                if row is not None:
-                    known[id(r)] = derive(row, r)[::3]   # (full length, trained by capability)
+    table = (SourceCounts([r for recs in (*converted.values(), general) for r in recs], counts, c["max_length"], keys)
+             if counts is not None else None)
     units: dict = {}
     if c["capability_mode"] == "mask" and any(spec.get("weights") for spec in datasets.values()):
         for recs in converted.values():
@@ -320,7 +315,7 @@ def _ablation_sets(datasets: dict, outputs: dict, common: dict, workers: int = 1
                                            "out_audit": outputs[name]["audit"]}, sort_keys=True, default=str))
               for name, spec in datasets.items()}
     _SETS.update(datasets=datasets, outputs=outputs, common=c, counts=counts, converted=converted, general=general,
-                 lines=lines, keys=keys, known=known, units=units, base=base, params=params,
+                 lines=lines, table=table, units=units, base=base, params=params,
                  seg_tok=LazyTemplateTokenizer(c["tokenizer_dir"]))
     # Largest first, so that the workers finish together.
     order = sorted(datasets, key=lambda n: (-sum(len(converted.get(s, ())) for s in source_stems(datasets[n]))
@@ -370,8 +365,14 @@ def _ablation_set(name: str) -> dict:
                             capability_mode=c["capability_mode"], sharegpt_mode=c["sharegpt_mode"],
                             sharegpt_ratio=c["sharegpt_ratio"], origin=origin, units=S["units"])
     before = counts.fallbacks if counts is not None else 0
-    keys = [S["keys"].get(id(origin.get(id(r), r))) for r in records] if counts is not None else None
-    stats = dataset_stats(records, S["seg_tok"], c["max_length"], counts=counts, keys=keys, known=S["known"])
+    table = S["table"]
+    stats = table.stats(records, origin) if table is not None else None
+    if stats is None:   # a record the cache lacks (or no cache): tokenised again
+        keys = None
+        if table is not None:
+            keys = [table.keys[g] if (g := table.gid.get(id(origin.get(id(r), r)))) is not None else None
+                    for r in records]
+        stats = dataset_stats(records, S["seg_tok"], c["max_length"], counts=counts, keys=keys)
     stats.update({"dataset_id": name, "spec": spec, "capability_mode": c["capability_mode"],
                   "sharegpt_mode": c["sharegpt_mode"], "seed": c["seed"]})
     config = prov.config_subset(S["params"][name])
