@@ -48,17 +48,6 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def git_commit(root: Path) -> str | None:
-    """The checked-out commit (``git rev-parse HEAD``; None outside a clone or without git)."""
-    import subprocess
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    commit = out.stdout.strip()
-    return commit if out.returncode == 0 and len(commit) == 40 else None
-
-
 def members_of(roots: dict[str, str], files: list[str]) -> dict[str, str]:
     """``{name in the archive: path}``: each file under the first root (``{prefix: directory}``) that
     holds it, named ``<prefix>/<path below the root>``, with its provenance sidecar when it has one."""

@@ -218,14 +218,20 @@ def write_sidecar(path: str | os.PathLike, st: dict) -> Path:
     return out
 
 
+def git_commit() -> str | None:
+    """The checkout's commit (``git rev-parse HEAD``), or None outside a clone or without git."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo_root(), capture_output=True,
+                             text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    commit = out.stdout.strip()
+    return commit if out.returncode == 0 and len(commit) == 40 else None
+
+
 def log_revision(prefix: str = "[provenance]") -> None:
     """Print the code hash and, where git knows it, the commit: job logs only, never artifacts."""
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo_root(), capture_output=True,
-                                text=True, timeout=10).stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        commit = "unknown"
-    print(f"{prefix} code_hash {_cached_code_hash()} git commit {commit}", flush=True)
+    print(f"{prefix} code_hash {_cached_code_hash()} git commit {git_commit() or 'unknown'}", flush=True)
 
 
 if __name__ == "__main__":   # python -m agentflan.provenance: the checkout's code hash and versions

@@ -682,9 +682,9 @@ def table(table_id: str, summary_dir: str, reported: str, out_csv: str, out_md: 
 def bundle(roots: dict, files: list, config: dict, out: str) -> None:
     """Pack the results the tables and figures are computed from into one archive (no weights)."""
     from . import bundle as bundle_mod
-    from .provenance import code_hash, repo_root
+    from .provenance import code_hash, git_commit
     manifest = bundle_mod.write_bundle(bundle_mod.members_of(roots, files), config, Path(out),
-                                       code_hash=code_hash(), commit=bundle_mod.git_commit(repo_root()))
+                                       code_hash=code_hash(), commit=git_commit())
     print(f"[bundle] {out}: {len(manifest['files'])} files, config sha256 {manifest['config_sha256'][:12]}, "
           f"code {manifest['code_hash'][:12]}")
 
