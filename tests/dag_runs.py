@@ -96,7 +96,9 @@ def artifact_files(workdir: Path) -> dict[str, Path]:
     """Every data/result artifact, table and figure of a run, by path relative to workdir. Left out:
     logs and benchmarks (times), Snakemake's state, temporary files of atomic writes, training
     checkpoints and generation's resume side files (``*.partial.jsonl``, append-only with a torn
-    last line allowed by design, removed when the job completes): none of them is an output."""
+    last line allowed by design, removed when the job completes): none of them is an output. Nor is
+the results bundle (``snakemake bundle``, not part of the default target), which
+tests/test_bundle.py may have added to the shared reference run."""
     out = {}
     for top in (f"data/{RUN}", f"results/{RUN}", "paper_tables", "figures"):
         base = workdir / top
@@ -106,7 +108,8 @@ def artifact_files(workdir: Path) -> dict[str, Path]:
             rel = p.relative_to(workdir)
             if not p.is_file() or any(part.startswith(".") or part.endswith(".tmp") for part in rel.parts):
                 continue
-            if rel.parts[:3] == ("results", RUN, "checkpoints") or p.name.endswith(".partial.jsonl"):
+            if rel.parts[:3] in (("results", RUN, "checkpoints"), ("results", RUN, "bundle")) \
+                    or p.name.endswith(".partial.jsonl"):
                 continue
             out[str(rel)] = p
     return out
