@@ -37,7 +37,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import shutil
 import subprocess
@@ -45,6 +44,8 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+from benchlib import machine
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
@@ -55,19 +56,6 @@ SCALE = {"toolbench_pool": 20000, "toolbench_wiki": 1000, "instruct": 3000, "neg
          "agentinstruct_per_task": 300, "sharegpt": 12000, "teval_per_file": 0, "glaive": 0,
          "hotpotqa_per_level": 0, "mmlu": 0, "gsm8k": 0, "humaneval": 0, "pretrain": 0}
 SHAREGPT = "anon8231489123/ShareGPT_Vicuna_unfiltered/ShareGPT_V3_unfiltered_cleaned_split.json"
-
-
-def machine() -> str:
-    model = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return f"{model}, {cores} cores, Python {platform.python_version()}, {platform.system()}"
 
 
 def prepare(out: Path, fraction: float) -> dict:

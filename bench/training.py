@@ -27,12 +27,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from benchlib import machine
 
 ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = ("hf-padded", "ours-padded", "ours-packed")
@@ -40,17 +40,8 @@ VARIANTS = ("hf-padded", "ours-padded", "ours-packed")
 PEAK_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "A10": 125.0}
 
 
-def machine(gpu: bool) -> str:
-    model = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    desc = f"{model}, {cores} cores, Python {platform.python_version()}"
+def describe_machine(gpu: bool) -> str:
+    desc = machine()
     if gpu:
         import torch
         desc += f", {torch.cuda.get_device_name(0)}"
@@ -211,7 +202,7 @@ def main() -> int:
         if not Path(path).exists():
             print(f"error: {path} does not exist (see this script's docstring for how to build it)", file=sys.stderr)
             return 2
-    print(f"machine: {machine(a.gpu)}")
+    print(f"machine: {describe_machine(a.gpu)}")
     print(f"model: {a.model}  data: {a.data}  method: {a.method}  steps: {a.steps} (+{a.warmup} warm-up)  "
           f"batch: {a.batch_size} samples, micro-batch {a.micro}")
     rows = []
