@@ -25,6 +25,7 @@ import pytest
 
 from agentflan.evaluation import registry
 from agentflan.template import ASSISTANT_STOP, render
+from forcing import force_chain
 
 torch = pytest.importorskip("torch")
 
@@ -101,30 +102,6 @@ def test_fast_agrees_with_plain_generate(tiny, which, capsys):
 
 
 # ---------------------------------------------------------------------------- stopping
-def _force_chain(src_dir: Path, out_dir: Path, tok, prompt_ends: set[int], chain: list[int]) -> None:
-    """Copy of the model at ``src_dir`` that answers every prompt with ``chain`` first: link k
-    (prompt end -> chain[0] -> ... -> chain[-1]) gets its own hidden dimension k, written only by
-    the source tokens' embeddings and read only by the target token's LM-head row."""
-    from agentflan.modeling import load_causal_lm, save_model
-    model = load_causal_lm(str(src_dir), dtype="fp32")
-    sources = [sorted(prompt_ends)] + [[t] for t in chain[:-1]]
-    assert not set(chain) & prompt_ends and len(set(chain)) == len(chain)
-    if model.config.tie_word_embeddings:
-        model.config.tie_word_embeddings = False
-        model.lm_head.weight = torch.nn.Parameter(model.model.embed_tokens.weight.detach().clone())
-    emb, head = model.model.embed_tokens.weight, model.lm_head.weight
-    with torch.no_grad():
-        for d, (src, dst) in enumerate(zip(sources, chain)):
-            emb[:, d] = 0.0
-            emb[src, d] = 1.0
-            head[:, d] = 0.0
-            head[dst, d] = 50.0
-            for layer in model.model.layers:
-                layer.self_attn.o_proj.weight[d, :] = 0.0
-                layer.mlp.down_proj.weight[d, :] = 0.0
-    save_model(model, tok, out_dir)
-
-
 @pytest.mark.parametrize("end", ["tag", "eos"])
 def test_stops_at_end_tag_and_eos(tiny, tmp_path, end):
     from agentflan.template import SegmentTokenizer
@@ -136,7 +113,7 @@ def test_stops_at_end_tag_and_eos(tiny, tmp_path, end):
     stop = tok.encode(ASSISTANT_STOP, add_special_tokens=False) if end == "tag" else [tok.eos_token_id]
     after = tok.encode(" Observation", add_special_tokens=False)   # must never be generated
     chain = body + stop + after
-    _force_chain(root / "random", tmp_path / "m", tok, ends, chain)
+    force_chain(root / "random", tmp_path / "m", tok, ends, chain)
     fast = _gen(tmp_path / "m", "fast", max_new_tokens=len(chain) + 5)
     replies = fast(msgs)
     assert replies == ["Action: Go"] * len(msgs)

@@ -22,6 +22,7 @@ import pytest
 
 from agentflan.evaluation import registry
 from agentflan.io import DataError, dumps, write_jsonl
+from forcing import force_chain
 
 torch = pytest.importorskip("torch")
 
@@ -53,26 +54,8 @@ def _episode_items(copies: int) -> list[dict]:
 
 
 def _force_reply_prefix(model_dir: Path, tok, prompt_ends: set[int], prefix: str) -> None:
-    """Make the model answer every prompt with ``prefix`` first: link k of the chain
-    (prompt end -> first token -> ... -> last token) gets its own hidden dimension k, written only
-    by the source tokens' embeddings (attention and MLP outputs never write it) and read only by
-    the target token's LM-head row."""
-    from agentflan.modeling import load_causal_lm, save_model
-    model = load_causal_lm(str(model_dir), dtype="fp32")
-    chain = tok.encode(prefix, add_special_tokens=False)
-    sources = [sorted(prompt_ends)] + [[t] for t in chain[:-1]]
-    assert not set(chain) & prompt_ends and len(set(chain)) == len(chain)
-    emb, head = model.model.embed_tokens.weight, model.lm_head.weight
-    with torch.no_grad():
-        for d, (src, dst) in enumerate(zip(sources, chain)):
-            emb[:, d] = 0.0
-            emb[src, d] = 1.0
-            head[:, d] = 0.0
-            head[dst, d] = 50.0
-            for layer in model.model.layers:
-                layer.self_attn.o_proj.weight[d, :] = 0.0
-                layer.mlp.down_proj.weight[d, :] = 0.0
-    save_model(model, tok, model_dir)
+    """Make the model answer every prompt with ``prefix`` first (in place; see forcing.force_chain)."""
+    force_chain(model_dir, model_dir, tok, prompt_ends, tok.encode(prefix, add_special_tokens=False))
 
 
 @pytest.fixture(scope="module")
