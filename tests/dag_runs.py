@@ -1,11 +1,12 @@
 """Real Snakemake runs of the reduced smoke config, shared by the test files of one pytest process.
 
 Each run takes minutes on 2 CPU cores, so the runs are made once per process and cached here:
-:func:`reference_run` (the smoke config, whose learning tests/test_dag.py checks) and, for
-tests/test_determinism.py, ``reference_run(fast=True)`` and :func:`other_machine_run` (the same fast
-config from scratch in another directory, under an environment that emulates another machine,
-SIGKILLed and rerun at four points). The fast config (one epoch, small evaluation sets) keeps the
-DAG whole; the determinism and kill checks need no learning.
+``reference_run(fast=True)``, the whole DAG of the fast config (one epoch, small evaluation sets),
+on which tests/test_dag.py, tests/test_determinism.py and tests/test_bundle.py all assert;
+:func:`other_machine_run`, the same fast config from scratch in another directory, under an
+environment that emulates another machine, SIGKILLed and rerun at four points (determinism and kill
+checks need no learning); and :func:`learning_run`, the smoke config's full recipes run only as far
+as the scores of the models whose learning tests/test_dag.py checks (pretraining, two fine-tunes).
 """
 from __future__ import annotations
 
@@ -89,6 +90,28 @@ def reference_run(tmp_path_factory, fast: bool = False) -> tuple[Path, Path]:
         print(f"[dag_runs] {key} run: {time.time() - t0:.0f}s", file=sys.stderr)
         _CACHE[key] = (workdir, cfg)
     return _CACHE[key]
+
+
+#: The models whose scores the learning checks compare (tests/test_dag.py), by data set.
+LEARNING_DATASETS = ("base", "agentflan", "agentflan_wo_ns")
+
+
+def learning_run(tmp_path_factory) -> tuple[Path, Path, str]:
+    """The smoke config with its full recipes, run to the scores of LEARNING_DATASETS at the main size
+    only (the rest of the DAG is the fast reference run's): (workdir, config path, main size)."""
+    if "learning" not in _CACHE:
+        workdir = tmp_path_factory.mktemp("dag-learning")
+        cfg = smoke_config(workdir)
+        config = yaml.safe_load(cfg.read_text())
+        size = config["models"]["main_size"]
+        targets = tuple(f"results/{RUN}/eval/{d}-{size}/{b}.scores.json"
+                        for d in LEARNING_DATASETS for b in config["evaluation"]["benchmarks"])
+        t0 = time.time()
+        proc = snakemake(workdir, cfg, targets=targets)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
+        print(f"[dag_runs] learning run: {time.time() - t0:.0f}s", file=sys.stderr)
+        _CACHE["learning"] = (workdir, cfg, size)
+    return _CACHE["learning"]
 
 
 # ----------------------------------------------------------------------------- artifacts

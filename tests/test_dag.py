@@ -1,14 +1,15 @@
 """Smoke run of the whole DAG on a reduced miniature (one model size, one data fraction).
 
-It runs the real Snakefile end to end (minutes on 2 CPU cores; one run per pytest process, shared with
-tests/test_determinism.py through tests/dag_runs.py) and checks what the study must show even at this
-scale: every table and figure is produced, fine-tuning beats the untuned base model on every mini
-evaluation, negative samples raise the Agent-H score, and a second run has nothing to do.
+It runs the real Snakefile (minutes on 2 CPU cores; the runs are shared with tests/test_determinism.py
+and tests/test_bundle.py through tests/dag_runs.py) and checks what the study must show even at this
+scale: the whole DAG of the fast config produces every table and figure and a second run has nothing
+to do; with the smoke config's full recipes (pretraining and the fine-tunes the checks compare),
+fine-tuning beats the untuned base model on every mini evaluation and negative samples raise the
+Agent-H score.
 Set AGENTFLAN_SKIP_DAG=1 to skip it locally.
 """
-import csv
+import json
 import os
-from pathlib import Path
 
 import pytest
 
@@ -22,14 +23,20 @@ pytestmark = pytest.mark.skipif(os.environ.get("AGENTFLAN_SKIP_DAG") == "1", rea
 
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
-    """The one reference run of this pytest process (tests/dag_runs.py; test_determinism reuses it)."""
-    return dag_runs.reference_run(tmp_path_factory)
+    """The whole DAG of the fast config (tests/dag_runs.py; shared with test_determinism, test_bundle)."""
+    return dag_runs.reference_run(tmp_path_factory, fast=True)
 
 
-def _scores(workdir: Path) -> dict:
-    with open(workdir / "results" / "smoke" / "summary" / "scores.csv") as fh:
-        return {(r["model_id"], r["benchmark"], r["metric"]): float(r["value"]) if r["value"] else None
-                for r in csv.DictReader(fh)}
+@pytest.fixture(scope="module")
+def learned(tmp_path_factory) -> dict:
+    """(model_id, benchmark, metric) -> value, from the score files of the learning run."""
+    workdir, _, _ = dag_runs.learning_run(tmp_path_factory)
+    out = {}
+    for path in sorted((workdir / "results" / dag_runs.RUN / "eval").glob("*/*.scores.json")):
+        doc = json.loads(path.read_text())
+        for metric, value in doc["metrics"].items():
+            out[(doc["model_id"], doc["benchmark"], metric)] = value
+    return out
 
 
 def test_every_table_and_figure_is_produced(smoke_run):
@@ -46,16 +53,16 @@ def test_every_table_and_figure_is_produced(smoke_run):
         assert (d / "stats.json").exists() and "⟦" in (d / "audit.md").read_text()
 
 
-def test_fine_tuning_beats_the_base_model_on_every_mini_evaluation(smoke_run):
-    scores = _scores(smoke_run[0])
+def test_fine_tuning_beats_the_base_model_on_every_mini_evaluation(learned):
+    scores = learned
     for bench, metric in HEADLINE.items():
         tuned, base = scores[("agentflan-xs", bench, metric)], scores[("base-xs", bench, metric)]
         assert tuned is not None and base is not None, (bench, metric)
         assert tuned > base, f"{bench}/{metric}: Agent-FLAN {tuned} <= base {base}"
 
 
-def test_negative_samples_raise_agent_h(smoke_run):
-    scores = _scores(smoke_run[0])
+def test_negative_samples_raise_agent_h(learned):
+    scores = learned
     with_ns = scores[("agentflan-xs", "agenth", "h_score")]
     without = scores[("agentflan_wo_ns-xs", "agenth", "h_score")]
     assert with_ns > without, f"H_Score with negatives {with_ns} <= without {without}"
