@@ -83,6 +83,7 @@ def test_members_are_named_by_root_with_their_provenance(tmp_path):
 
 @skip_dag
 @pytest.mark.slow
+@pytest.mark.xdist_group("dag")  # the shared reference run of tests/dag_runs.py: one worker
 def test_tables_and_figures_rebuild_from_the_bundle_byte_for_byte(tmp_path_factory):
     """The reduced DAG's bundle, then a fresh directory with only the bundle: the same tables (CSV and
     provenance byte for byte; Markdown apart from its bundle note), figures and diff."""

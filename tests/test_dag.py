@@ -18,7 +18,9 @@ import dag_runs  # tests/ is on sys.path (pytest's default "prepend" import mode
 HEADLINE = {"teval": "overall", "agenth": "h_score", "hotpotqa": "reward", "mmlu": "accuracy",
             "gsm8k": "accuracy", "humaneval": "pass@1"}
 
-pytestmark = pytest.mark.skipif(os.environ.get("AGENTFLAN_SKIP_DAG") == "1", reason="AGENTFLAN_SKIP_DAG=1")
+# one pytest-xdist worker runs every test of the shared runs (tests/dag_runs.py caches them per process)
+pytestmark = [pytest.mark.skipif(os.environ.get("AGENTFLAN_SKIP_DAG") == "1", reason="AGENTFLAN_SKIP_DAG=1"),
+              pytest.mark.xdist_group("dag")]
 
 
 @pytest.fixture(scope="module")

@@ -181,6 +181,7 @@ def runs(tmp_path_factory):
 
 
 @skip_dag
+@pytest.mark.xdist_group("dag")  # the shared runs of tests/dag_runs.py: one worker
 def test_another_machine_rebuilds_every_artifact_byte_for_byte(runs):
     (ref_dir, _), other = runs
     assert other.returncode == 0, other.tail
@@ -201,6 +202,7 @@ def test_another_machine_rebuilds_every_artifact_byte_for_byte(runs):
 
 
 @skip_dag
+@pytest.mark.xdist_group("dag")  # the shared runs of tests/dag_runs.py: one worker
 def test_killed_and_rerun_it_never_leaves_a_half_written_artifact(runs):
     _, other = runs
     hit = {k.phase: k for k in other.kills}
