@@ -285,7 +285,7 @@ def _dry(tmp_path, *args):
 
 
 def test_default_dry_run_plans_the_standin(tmp_path):
-    out = _dry(tmp_path)
+    out = _dry(tmp_path, "--configfile", str(ROOT / "config" / "config.yaml"))
     assert "rule standin_checkpoint:" in out and "data/mini/external/standin-xs" in out
     assert "results/mini/eval/standin-xs/teval.predictions.jsonl" in out
     assert "results/mini/eval/standin-xs/teval.scores.json" in out
@@ -309,4 +309,4 @@ def test_api_model_dry_run(tmp_path):
     assert "rule generate_api:" in out
     assert "results/mini/eval/gpt-4/teval.predictions.jsonl.api.json" in out
     assert "results/mini/eval/gpt-4/teval.scores.json" in out
-    assert '"backend": {"kind": "api"' in out
+    assert '"kind": "api"' in out and '"model": "gpt-4-0613"' in out

@@ -11,8 +11,6 @@ _API_ALTS = "|".join(_re.escape(m) for m in sorted(API_MODELS))
 rule generate:
     conda:
         "../../envs/train-gpu.yaml"
-    wildcard_constraints:
-        model=(f"(?!(?:{_API_ALTS})$)" if API_MODELS else "") + "[a-z0-9_]+-[a-z0-9]+",
     input:
         eval_items=expand(f"{DATA}/eval/{{benchmark}}.jsonl", benchmark=BENCHMARKS),
         model=lambda wc: local_model_input(wc.model),
@@ -46,6 +44,8 @@ rule generate:
 
 
 if API_MODELS:
+
+    ruleorder: generate_api > generate
 
     rule generate_api:
         """An API model's predictions (agentflan.api_backend): no model input, the endpoint and key
