@@ -289,7 +289,7 @@ def test_default_dry_run_plans_the_standin(tmp_path):
     assert "rule standin_checkpoint:" in out and "data/mini/external/standin-xs" in out
     assert "results/mini/eval/standin-xs/teval.predictions.jsonl" in out
     assert "results/mini/eval/standin-xs/teval.scores.json" in out
-    assert '"chat_format": {"name": "llama2-chat"' in out
+    assert '"chat_format": {"name": "agentflan"' in out and '"model": "data/mini/external/standin-xs"' in out
 
 
 def test_paper_dry_run_plans_the_external_models(tmp_path):
