@@ -41,6 +41,9 @@ MODELS = {
     "meta-llama/Llama-2-13b-hf": {"hidden_size": 80, "intermediate_size": 160, "num_layers": 2, "num_heads": 4},
     "meta-llama/Llama-2-70b-hf": {"hidden_size": 96, "intermediate_size": 192, "num_layers": 2, "num_heads": 4,
                                   "num_kv_heads": 2},
+    # the external checkpoints of config/paper.yaml (evaluation.external_models), safetensors only
+    "THUDM/agentlm-7b": {"hidden_size": 64, "intermediate_size": 128, "num_layers": 2, "num_heads": 4},
+    "internlm/Agent-FLAN-7b": {"hidden_size": 64, "intermediate_size": 128, "num_layers": 2, "num_heads": 4},
 }
 
 

@@ -55,8 +55,10 @@ def test_rehearsal_builds_every_table_and_figure(rehearsal):
         assert (out / "figures" / f"fig{i}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (out / "paper_tables" / "diff_vs_paper.md").read_text().strip()
     lock = json.loads((work / "data" / RUN / "sources.lock.json").read_text())
-    # every data source of config/paper.yaml, and T-Eval's sentence-embedding model (sbert)
-    assert set(lock) == {"agentflan", "sharegpt", "teval", "glaive", "hotpotqa", "mmlu", "gsm8k", "humaneval", "sbert"}
+    # every data source of config/paper.yaml, T-Eval's sentence-embedding model (sbert) and the
+    # external checkpoints (evaluation.external_models)
+    assert set(lock) == {"agentflan", "sharegpt", "teval", "glaive", "hotpotqa", "mmlu", "gsm8k", "humaneval", "sbert",
+                         "agentlm7b", "agentflan7b"}
 
 
 def test_rehearsal_trains_as_the_paper_preset_does(rehearsal):

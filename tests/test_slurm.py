@@ -102,7 +102,8 @@ def test_slurm_dry_run_shows_gpus_nodes_and_multinode_launch(slurm_plan):
     out, _ = slurm_plan
     paper = cfg.load_config(PAPER)
     finetunes = [j for j in _plan_jobs(out) if j[0] == "finetune"]
-    assert len(finetunes) == sum(1 for m in cfg.model_ids(paper) if not m.startswith("base-"))
+    assert len(finetunes) == sum(1 for m in cfg.model_ids(paper)
+                                 if not m.startswith("base-") and m not in cfg.evaluated_only_ids(paper))
     expected = {"7b": 2, "13b": 4, "70b": 16}
     seen = set()
     for _, wildcards, resources, shell in finetunes:

@@ -120,7 +120,57 @@ def validate(config: dict, source: str | Path | None = None) -> dict:
         if bench not in BENCHMARKS:
             _fail(source, ["evaluation", "benchmarks", bench],
                   f"unknown benchmark {bench!r}; known: {', '.join(BENCHMARKS)}")
+    _validate_evaluated_only(config, source)
     return config
+
+
+def _validate_evaluated_only(config: dict, source) -> None:
+    """External and API model ids: usable as the ``model`` wildcard, distinct from the trained and
+    base ids and from each other; an external model has exactly one of source/path/standin_of, its
+    source is a data.sources model repo, system_prompt only with llama2-chat, standin_of names a
+    model the run has."""
+    ev = config["evaluation"]
+    own = set(_own_model_ids(config))
+    seen: dict[str, str] = {}
+    for section in ("external_models", "api_models"):
+        for mid in ev.get(section) or {}:
+            keys = ["evaluation", section, mid]
+            if not re.fullmatch(r"[a-z0-9_]+-[a-z0-9]+", str(mid)) or str(mid).startswith(("base-", "init-")):
+                _fail(source, keys, "model ids must match [a-z0-9_]+-[a-z0-9]+ and not start with base- or init-")
+            if mid in own:
+                _fail(source, keys, f"model id {mid!r} is also a model this run trains or uses as base")
+            if mid in seen:
+                _fail(source, keys, f"model id {mid!r} is also in evaluation.{seen[mid]}")
+            seen[mid] = section
+    labels: dict[str, list] = {}
+    for section in ("external_models", "api_models"):
+        for mid, spec in (ev.get(section) or {}).items():
+            if spec.get("label"):
+                if spec["label"] in labels:
+                    _fail(source, ["evaluation", section, mid, "label"],
+                          f"label {spec['label']!r} is also the label of {'.'.join(labels[spec['label']])}")
+                labels[spec["label"]] = ["evaluation", section, mid]
+    sources = config["data"].get("sources") or {}
+    for mid, spec in (ev.get("external_models") or {}).items():
+        keys = ["evaluation", "external_models", mid]
+        given = [k for k in ("source", "path", "standin_of") if spec.get(k) is not None]
+        if len(given) != 1:
+            _fail(source, keys, "needs exactly one of 'source' (a data.sources model repo), 'path' (a local "
+                                f"directory) or 'standin_of' (miniature stand-in), got {given or 'none'}")
+        if "source" in spec:
+            src = sources.get(spec["source"])
+            if src is None:
+                _fail(source, keys + ["source"], f"no data.sources.{spec['source']} (sources: {sorted(sources)})")
+            if src.get("repo_type") != "model":
+                _fail(source, keys + ["source"], f"data.sources.{spec['source']} is not a model repo (repo_type: model)")
+            if config["data"]["source"] != "hub":
+                _fail(source, keys + ["source"], "a downloaded checkpoint needs data.source: hub (use 'path' otherwise)")
+        if spec.get("system_prompt") is not None and spec["chat_format"] != "llama2-chat":
+            _fail(source, keys + ["system_prompt"], f"only chat_format llama2-chat takes a system_prompt, "
+                                                    f"not {spec['chat_format']}")
+        if spec.get("standin_of") is not None:
+            if spec["standin_of"] not in own:
+                _fail(source, keys + ["standin_of"], f"{spec['standin_of']!r} is not a model of this run")
 
 
 def load_config(path: str | Path, overrides: dict | None = None) -> dict:
@@ -152,8 +202,29 @@ def main_size(config: dict) -> str:
     return config["models"]["main_size"]
 
 
+def external_models(config: dict) -> dict[str, dict]:
+    """``evaluation.external_models``: published checkpoints, evaluated but never trained."""
+    return dict(config["evaluation"].get("external_models") or {})
+
+
+def api_models(config: dict) -> dict[str, dict]:
+    """``evaluation.api_models``: models answered by an OpenAI-compatible endpoint."""
+    return dict(config["evaluation"].get("api_models") or {})
+
+
+def evaluated_only_ids(config: dict) -> list[str]:
+    """Model ids that are evaluated but never trained here (external checkpoints, API models)."""
+    return sorted([*external_models(config), *api_models(config)])
+
+
 def model_ids(config: dict) -> list[str]:
-    """Every model the experiments need (each one is trained unless it is a base model)."""
+    """Every model the experiments need: the trained ones, the base models, and the evaluated-only
+    ones (:func:`evaluated_only_ids`)."""
+    return sorted(set(_own_model_ids(config)) | set(evaluated_only_ids(config)))
+
+
+def _own_model_ids(config: dict) -> list[str]:
+    """The models of this run (each one is trained unless it is a base model)."""
     m = main_size(config)
     ds = datasets(config)
     ids = [f"base-{s}" for s in sizes(config)]
@@ -198,6 +269,11 @@ def experiments(config: dict) -> dict:
               ("All (Weighted) 1:0.25:0.75", "agentflan_wo_ns")]
     fig7 = [{"fraction": f, "model_id": f"{fraction_id(f)}-{m}"} for f in config["ablations"]["fractions"] if f < 1]
     fig7.append({"fraction": 1.0, "model_id": f"agentflan-{m}"})
+    # evaluated-only models with a label: a Table 1 row and a Figure 1 series each (external
+    # checkpoints first, then API models, each in id order)
+    extra = [{"label": spec["label"], "model_id": mid}
+             for models in (external_models(config), api_models(config))
+             for mid, spec in sorted(models.items()) if spec.get("label")]
     return {
         "run": config["run"],
         "preset": config["preset"],
@@ -208,7 +284,7 @@ def experiments(config: dict) -> dict:
         "tables": {
             "table1": [{"label": label[m], "model_id": f"base-{m}"},
                        {"label": "AgentTuning*", "model_id": f"react-{m}"},
-                       {"label": "Agent-FLAN", "model_id": f"agentflan-{m}"}],
+                       {"label": "Agent-FLAN", "model_id": f"agentflan-{m}"}, *extra],
             "table2": [{"label": lab, "model_id": f"{d}-{m}", "dataset_id": d} for lab, d in table2],
             "table3": [{"label": label[m], "model_id": f"base-{m}"},
                        {"label": "AgentTuning", "model_id": f"react-{m}"},
@@ -222,7 +298,7 @@ def experiments(config: dict) -> dict:
         "figures": {
             "fig1": {"series": [{"label": label[m], "model_id": f"base-{m}"},
                                 {"label": "AgentTuning*", "model_id": f"react-{m}"},
-                                {"label": "Agent-FLAN", "model_id": f"agentflan-{m}"}],
+                                {"label": "Agent-FLAN", "model_id": f"agentflan-{m}"}, *extra],
                      "reference": "paper:GPT-4" if paper else "best"},
             "fig2": {"model_id": f"react-{m}"},
             "fig3": {"model_id": f"chat_all-{m}"},

@@ -1,8 +1,10 @@
-"""Batched greedy generation with the Agent-FLAN template (evaluation's only model-facing code).
+"""Batched greedy generation (evaluation's only model-facing code).
 
-Prompts are tokenised segment by segment exactly as in training
-(:meth:`agentflan.template.SegmentTokenizer.encode_prompt`) and decoded greedily until the
-assistant end tag (``ി\\n``), EOS or ``max_new_tokens``, by one of three backends
+Prompts are rendered and tokenised by the model's chat format (:mod:`agentflan.chat_formats`;
+``agentflan``, the default: exactly as in training,
+:meth:`agentflan.template.SegmentTokenizer.encode_prompt`; ``llama2-chat`` for external
+Llama-2-chat checkpoints) and decoded greedily until the format's stop string (Agent-FLAN: the
+assistant end tag ``ി\\n``; llama2-chat: none), EOS or ``max_new_tokens``, by one of three backends
 (``evaluation.generation.backend``):
 
 * ``fast`` (default): :class:`agentflan.fastgen.FastDecoder`, continuous batching over a slot KV
@@ -38,7 +40,7 @@ from pathlib import Path
 from typing import Callable
 
 from .io import AppendLog, DataError, dumps, sha256_file
-from .template import ASSISTANT_STOP, SegmentTokenizer
+from .template import ASSISTANT_STOP
 
 SIDE_SUFFIX = ".partial.jsonl"
 #: generation backends (``evaluation.generation.backend``)
@@ -183,9 +185,11 @@ class Generator:
     def __init__(self, model_path: str, *, max_new_tokens: int = 96, batch_size: int = 16,
                  max_prompt_length: int = 1024, threads: int = 1, dtype: str = "auto", backend: str = "fast",
                  group_batches: int = 4, prefill_tokens: int = 16384, share_prefixes: bool = True,
-                 tensor_parallel_size: int | None = None):
+                 tensor_parallel_size: int | None = None, chat_format: str = "agentflan",
+                 system_prompt: str | None = None):
         import torch
 
+        from . import chat_formats
         from .fastgen import BackendError
         from .modeling import load_causal_lm, load_tokenizer
         if backend not in BACKENDS:
@@ -204,7 +208,11 @@ class Generator:
         self.tok = load_tokenizer(model_path)
         if dtype == "auto":
             dtype = "bf16" if self.device == "cuda" else "fp32"
-        self.seg = SegmentTokenizer(self.tok)
+        try:
+            self.fmt = chat_formats.get(chat_format, self.tok, system_prompt)
+        except chat_formats.ChatFormatError as exc:
+            raise BackendError(str(exc)) from None
+        self.stop = self.fmt.stop     # None: the reply ends at EOS (llama2-chat)
         self.model_path = model_path
         self.dtype = dtype
         self.max_new_tokens = max_new_tokens
@@ -217,14 +225,14 @@ class Generator:
         self.engine = None
         if backend == "vllm":
             from .fastgen import VllmDecoder
-            self.engine = VllmDecoder(model_path, self.tok, max_new_tokens=max_new_tokens, stop=ASSISTANT_STOP,
+            self.engine = VllmDecoder(model_path, self.tok, max_new_tokens=max_new_tokens, stop=self.stop,
                                       batch_size=batch_size, max_model_len=max_prompt_length + max_new_tokens,
                                       dtype=dtype, tensor_parallel_size=tensor_parallel_size)
         else:
             self.model = load_causal_lm(model_path, dtype=dtype, device=self.device).eval()
             if backend == "fast":
                 from .fastgen import FastDecoder
-                self.engine = FastDecoder(self.model, self.tok, max_new_tokens=max_new_tokens, stop=ASSISTANT_STOP,
+                self.engine = FastDecoder(self.model, self.tok, max_new_tokens=max_new_tokens, stop=self.stop,
                                           slots=batch_size, prefill_tokens=prefill_tokens,
                                           share_prefixes=self.share_prefixes)
         self.truncated_prompts = 0
@@ -257,7 +265,8 @@ class Generator:
                 "batch_size": self.batch_size,
                 "dtype": self.dtype,
                 "device": self.device,
-                "stop": ASSISTANT_STOP,
+                "stop": self.stop,
+                "chat_format": self.fmt.describe(),
                 "torch": torch.__version__,
                 "transformers": transformers.__version__,
                 "generation": self.describe(),
@@ -280,7 +289,7 @@ class Generator:
         return hashlib.sha256(dumps(self.settings()).encode("utf-8")).hexdigest()
 
     def _prompt_ids(self, messages: list[dict]) -> list[int]:
-        ids = self.seg.encode_prompt(messages)
+        ids = self.fmt.encode_prompt(messages)
         if len(ids) > self.max_prompt_length:
             self.truncated_prompts += 1
             ids = ids[-self.max_prompt_length:]
@@ -292,8 +301,9 @@ class Generator:
         if self.backend == "plain":
             return self._generate_plain(prompts, width)
         if self.backend == "fast":
-            return [cut_at_stop(self.tok.decode(ids, skip_special_tokens=True)) for ids in self.engine.run(prompts)]
-        return [cut_at_stop(text) for text in self.engine.run(prompts)]
+            return [cut_at_stop(self.tok.decode(ids, skip_special_tokens=True), self.stop)
+                    for ids in self.engine.run(prompts)]
+        return [cut_at_stop(text, self.stop) for text in self.engine.run(prompts)]
 
     def _generate_plain(self, prompts: list[list[int]], width: int) -> list[str]:
         """Greedy replies of one batch with ``model.generate``, every prompt left-padded to ``width``."""
@@ -305,8 +315,8 @@ class Generator:
             gen = self.model.generate(
                 input_ids=ids, attention_mask=mask, do_sample=False, max_new_tokens=self.max_new_tokens,
                 pad_token_id=pad, eos_token_id=self.tok.eos_token_id,
-                stop_strings=[ASSISTANT_STOP], tokenizer=self.tok)
-        return [cut_at_stop(self.tok.decode(gen[row, width:], skip_special_tokens=True))
+                **({"stop_strings": [self.stop], "tokenizer": self.tok} if self.stop else {}))
+        return [cut_at_stop(self.tok.decode(gen[row, width:], skip_special_tokens=True), self.stop)
                 for row in range(len(prompts))]
 
     def __call__(self, batch_messages: list[list[dict]], progress: bool = False, *,
@@ -363,7 +373,10 @@ class Generator:
         return fn
 
 
-def cut_at_stop(text: str) -> str:
-    """Cut a decoded continuation at the assistant end tag."""
-    k = text.find(ASSISTANT_STOP)
+def cut_at_stop(text: str, stop: str | None = ASSISTANT_STOP) -> str:
+    """Cut a decoded continuation at the stop string (default: the assistant end tag; ``None``:
+    a format whose reply ends at EOS, which the decoders already stop at and skip)."""
+    if stop is None:
+        return text.strip()
+    k = text.find(stop)
     return (text[:k] if k >= 0 else text).strip()

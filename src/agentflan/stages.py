@@ -397,6 +397,13 @@ def init_model(arch: dict, tokenizer_dir: str, seed: int, out_dir: str) -> None:
     print(f"[init] {out_dir}: {n} parameters")
 
 
+def standin_checkpoint(model: str, out_dir: str) -> None:
+    """Miniature: save the stand-in external checkpoint (a copy of ``model``'s files)."""
+    from .external import save_standin
+    names = save_standin(model, out_dir)
+    print(f"[standin] {out_dir}: {len(names)} files from {model}")
+
+
 @_stamped
 def train(base_model: str, data: str, out_dir: str, metrics: str, config_out: str, recipe: dict,
           model_id: str, checkpoint_dir: str, threads: int, probe_out: str | None = None) -> None:
@@ -414,7 +421,7 @@ def train(base_model: str, data: str, out_dir: str, metrics: str, config_out: st
 # ----------------------------------------------------------------------------- evaluation
 @_stamped
 def generate(model: str, items: dict, out: dict, generation: dict, options: dict, threads: int,
-             backend: dict | None = None) -> None:
+             backend: dict | None = None, chat_format: dict | None = None) -> None:
     """Generate every benchmark's predictions with one loaded model (HotpotQA: multi-step episodes).
 
     Resumable: finished replies go to ``<out>.partial.jsonl`` side files as they are generated; a
@@ -429,6 +436,12 @@ def generate(model: str, items: dict, out: dict, generation: dict, options: dict
     the other keys are its keyword arguments; ``model`` here is then only a label and
     ``generation`` is not used). The API backend keeps its reply cache ``<out>.api-cache.jsonl``
     (never removed: a rerun never pays twice) and writes the run record ``<out>.api.json``.
+
+    ``chat_format`` (local backend; external checkpoints, ``evaluation.external_models``):
+    ``{"name": "agentflan" | "llama2-chat", "system_prompt": str | None}``, how prompts are
+    rendered (:mod:`agentflan.chat_formats`); absent: ``agentflan``. It is part of the settings
+    key of the resume side files and, as a stage parameter, of the predictions' provenance.
+    A local model directory must hold safetensors weights (:func:`agentflan.external.check_checkpoint`).
 
     Every predictions row carries ``"backend"``: the local generation backend (``fast``,
     ``plain``, ``vllm``) or ``api``."""
@@ -454,18 +467,25 @@ def generate(model: str, items: dict, out: dict, generation: dict, options: dict
     elif kind == "local":
         if backend:
             raise DataError("params", f"generate: the local backend takes no options, got {sorted(backend)}")
+        from .external import check_checkpoint
         from .fastgen import BackendError
-        known = set(inspect.signature(Generator).parameters) - {"model_path", "threads"}
+        known = set(inspect.signature(Generator).parameters) - {"model_path", "threads", "chat_format", "system_prompt"}
         if set(generation) - known:
             raise DataError("params", f"generate: unknown evaluation.generation keys {sorted(set(generation) - known)}; "
                                       f"known: {sorted(known)}")
+        fmt = dict(chat_format or {"name": "agentflan"})
+        if set(fmt) - {"name", "system_prompt"}:
+            raise DataError("params", f"generate: chat_format takes name and system_prompt, got {sorted(fmt)}")
+        if Path(model).is_dir():
+            check_checkpoint(model)
         try:
-            gen = Generator(model, threads=threads, **generation)
+            gen = Generator(model, threads=threads, **generation, chat_format=fmt.get("name", "agentflan"),
+                            system_prompt=fmt.get("system_prompt"))
         except BackendError as exc:     # a bad evaluation.generation value, or a backend that cannot run
             raise DataError("params", f"generate: evaluation.generation of {model!r}: {exc}") from None
         key = gen.settings_key()
         print(f"[generate] settings key {key} ({len(gen.settings()['model'])} model files hashed); "
-              f"backend {gen.describe()}", flush=True)
+              f"backend {gen.describe()}; chat format {gen.fmt.describe()}", flush=True)
     else:
         raise DataError("params", f"generate: backend kind {kind!r} is not 'local' or 'api'")
     sides = []
@@ -537,12 +557,19 @@ def score(model_id: str, items: dict, predictions: dict, options: dict, out: dic
 @_stamped
 def summarize(scores: list[str], models: dict, ablation_stats: list[str], metrics: list[str],
               train_configs: list[str], card_json: str, experiments: dict, example_source: dict,
-              out_dir: str, per_sample: list[str] | None = None) -> None:
+              out_dir: str, per_sample: list[str] | None = None, api_records: dict | None = None) -> None:
     """Collect every computed result into the summary files the tables and figures read.
 
     ``per_sample``: the score jobs' ``<benchmark>.per_sample.jsonl`` (default: the file next to
-    each score file), for ``bootstrap.csv`` (agentflan.reporting.bootstrap)."""
+    each score file), for ``bootstrap.csv`` (agentflan.reporting.bootstrap).
+    ``api_records``: ``{model_id: [<predictions>.api.json, ...]}`` of the API models; what served
+    them and when (:func:`agentflan.external.served_summary`) goes into ``models.csv``."""
     import pandas as pd
+
+    from .external import served_summary
+    models = {k: dict(v) for k, v in models.items()}
+    for model_id, paths in sorted((api_records or {}).items()):
+        models.setdefault(model_id, {}).update(served_summary([read_json(p) for p in sorted(paths)]))
 
     from .train import load_metrics
     out = Path(out_dir)
@@ -569,7 +596,8 @@ def summarize(scores: list[str], models: dict, ablation_stats: list[str], metric
     boot_rows, boot_inputs = boot.from_score_files(scores, per_sample, experiments)
     write_text(out / boot.FILE, boot.to_csv(boot_rows))
     prov.write_sidecar(out / boot.FILE, _prov(*sorted(scores), *boot_inputs))
-    _write_csv(pd.DataFrame([{"model_id": k, **v} for k, v in sorted(models.items())]), out / "models.csv")
+    _write_csv(pd.DataFrame([{"model_id": k, **v} for k, v in sorted(models.items())]), out / "models.csv",
+               *sorted(p for paths in (api_records or {}).values() for p in paths))
     st_rows = []
     for path in sorted(ablation_stats):
         st = read_json(path)

@@ -27,7 +27,12 @@ FIGURES = config["figures_dir"]
 DATASETS = cfg.datasets(config)
 SIZES = cfg.sizes(config)
 MODEL_IDS = cfg.model_ids(config)
-TRAINED_IDS = [m for m in MODEL_IDS if not m.startswith("base-")]
+# evaluated but never trained (agentflan.external): published checkpoints and API models
+EXTERNAL = cfg.external_models(config)
+API_MODELS = cfg.api_models(config)
+EVALUATED_ONLY = cfg.evaluated_only_ids(config)
+OWN_IDS = [m for m in MODEL_IDS if m not in EVALUATED_ONLY]
+TRAINED_IDS = [m for m in OWN_IDS if not m.startswith("base-")]
 BENCHMARKS = list(cfg.BENCHMARKS)
 SOURCES = ["agentflan", "sharegpt", "teval", "glaive", "hotpotqa", "mmlu", "gsm8k", "humaneval"]
 if PRESET == "miniature":
@@ -73,6 +78,15 @@ def base_model(size):
 
 
 def model_path(model_id):
+    if model_id in API_MODELS:
+        return model_id     # only a label: the API backend answers
+    if model_id in EXTERNAL:
+        spec = EXTERNAL[model_id]
+        if spec.get("source"):    # the downloaded snapshot (rule fetch), as data.sources.sbert
+            return f"{DATA}/raw/{config['data']['sources'][spec['source']]['repo_id']}"
+        if spec.get("standin_of"):    # the miniature's stand-in (rule standin_checkpoint)
+            return f"{DATA}/external/{model_id}"
+        return spec["path"]
     dataset, size = cfg.split_model_id(model_id)
     if dataset == "base":
         return base_model(size)
@@ -80,8 +94,31 @@ def model_path(model_id):
 
 
 def local_model_input(model_id):
+    """What the generate job of a model needs built first: a model of this run, the manifest of a
+    downloaded external checkpoint, or a local external checkpoint (a stand-in is built by the rule
+    standin_checkpoint; any other path must exist)."""
+    if model_id in API_MODELS:
+        return []
+    if model_id in EXTERNAL:
+        spec = EXTERNAL[model_id]
+        return [f"{DATA}/raw/{spec['source']}.manifest.json"] if spec.get("source") else [model_path(model_id)]
     path = model_path(model_id)
     return [path] if path.startswith(RESULTS) else []
+
+
+def chat_format(model_id):
+    """The chat format of a model (agentflan.chat_formats): an external checkpoint's own, else None
+    (the Agent-FLAN template)."""
+    spec = EXTERNAL.get(model_id)
+    if spec is None:
+        return None
+    return {"name": spec["chat_format"], "system_prompt": spec.get("system_prompt")}
+
+
+def api_backend(model_id):
+    """stages.generate's backend of an API model: {kind: api, model, max_tokens, ...}."""
+    spec = {k: v for k, v in API_MODELS[model_id].items() if k != "label"}
+    return {"kind": "api", **spec}
 
 
 def _size_resource(section, key, size_of_job):
@@ -122,9 +159,24 @@ def _models_meta():
     meta = {}
     for m in MODEL_IDS:
         dataset, size = cfg.split_model_id(m)
+        if m in EXTERNAL or m in API_MODELS:
+            spec = EXTERNAL.get(m) or API_MODELS[m]
+            sizes = config["models"]["sizes"]
+            meta[m] = {"size": size if size in sizes else "", "size_label": sizes[size]["label"] if size in sizes else "",
+                       "dataset_id": "", "base": "", "trained": False,
+                       "kind": "external" if m in EXTERNAL else "api", "label": spec.get("label") or ""}
+            if m in EXTERNAL:
+                meta[m]["chat_format"] = spec["chat_format"]
+                meta[m]["checkpoint"] = (config["data"]["sources"][spec["source"]]["repo_id"] if spec.get("source")
+                                         else f"stand-in: copy of {spec['standin_of']}" if spec.get("standin_of")
+                                         else spec["path"])
+                meta[m]["doc"] = spec["doc"]
+            else:
+                meta[m]["requested_model"] = spec["model"]
+            continue
         meta[m] = {"size": size, "size_label": config["models"]["sizes"][size]["label"],
                    "dataset_id": "" if dataset == "base" else dataset, "base": base_model(size),
-                   "trained": dataset != "base"}
+                   "trained": dataset != "base", "kind": "base" if dataset == "base" else "trained"}
     return meta
 
 

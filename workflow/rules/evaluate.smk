@@ -1,7 +1,11 @@
 # Evaluation: generation and scoring are separate jobs, so re-scoring never re-runs generation.
-# One generation job per model (the model is loaded once for all benchmarks).
-# Code: agentflan.generate, agentflan.evaluation; config keys: evaluation.generation,
-# evaluation.benchmarks.<benchmark>.
+# One generation job per model (the model is loaded once for all benchmarks): our models, the
+# external checkpoints (evaluation.external_models, with their chat format) and, in generate_api,
+# the API models (evaluation.api_models). Code: agentflan.generate, agentflan.api_backend,
+# agentflan.evaluation; config keys: evaluation.generation, evaluation.benchmarks.<benchmark>.
+import re as _re
+
+_API_ALTS = "|".join(_re.escape(m) for m in sorted(API_MODELS))
 
 
 rule generate:
@@ -20,6 +24,7 @@ rule generate:
             generation=config["evaluation"]["generation"],
             options=config["evaluation"]["benchmarks"],
             threads=THREADS,
+            **({"chat_format": chat_format(wc.model)} if chat_format(wc.model) else {}),
         ),
     threads: THREADS
     resources:
@@ -36,6 +41,41 @@ rule generate:
         f"{BENCH}/eval/{{model}}/generate.tsv"
     shell:
         stage("generate")
+
+
+if API_MODELS:
+
+    ruleorder: generate_api > generate
+
+    rule generate_api:
+        """An API model's predictions (agentflan.api_backend): no model input, the endpoint and key
+        from $OPENAI_BASE_URL / $OPENAI_API_KEY only; also writes each benchmark's run record
+        (<predictions>.api.json: served model, dates) and keeps the reply cache next to it."""
+        conda:
+            "../../envs/workflow.yaml"
+        wildcard_constraints:
+            model=_API_ALTS,
+        input:
+            eval_items=expand(f"{DATA}/eval/{{benchmark}}.jsonl", benchmark=BENCHMARKS),
+        output:
+            predictions=[f"{RESULTS}/eval/{{model}}/{b}.predictions.jsonl" for b in BENCHMARKS],
+            records=[f"{RESULTS}/eval/{{model}}/{b}.predictions.jsonl.api.json" for b in BENCHMARKS],
+        params:
+            args=lambda wc: as_params(
+                model=wc.model,
+                items={b: f"{DATA}/eval/{b}.jsonl" for b in BENCHMARKS},
+                out=_eval_paths(wc.model, "predictions.jsonl"),
+                generation=config["evaluation"]["generation"],
+                options=config["evaluation"]["benchmarks"],
+                threads=THREADS,
+                backend=api_backend(wc.model),
+            ),
+        log:
+            f"{LOGS}/eval/{{model}}/generate.log",
+        benchmark:
+            f"{BENCH}/eval/{{model}}/generate.tsv"
+        shell:
+            stage("generate")
 
 
 rule score:

@@ -58,6 +58,31 @@ if config["models"]["pretrain"]["enabled"]:
             stage("train")
 
 
+STANDINS = {m: spec["standin_of"] for m, spec in EXTERNAL.items() if spec.get("standin_of")}
+
+if STANDINS:
+
+    rule standin_checkpoint:
+        """Miniature: the stand-in for a published checkpoint (evaluation.external_models.<id>
+        with standin_of), a byte copy of one of the run's models saved under data/<run>/external/."""
+        conda:
+            "../../envs/workflow.yaml"
+        wildcard_constraints:
+            model="|".join(sorted(STANDINS)),
+        input:
+            lambda wc: local_model_input(STANDINS[wc.model]),
+        output:
+            directory(f"{DATA}/external/{{model}}"),
+        params:
+            args=lambda wc: as_params(model=model_path(STANDINS[wc.model]), out_dir=f"{DATA}/external/{wc.model}"),
+        log:
+            f"{LOGS}/models/standin-{{model}}.log",
+        benchmark:
+            f"{BENCH}/models/standin-{{model}}.tsv"
+        shell:
+            stage("standin_checkpoint")
+
+
 rule finetune:
     conda:
         "../../envs/train-gpu.yaml"

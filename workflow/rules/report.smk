@@ -9,7 +9,9 @@ SUMMARY_FILES = ["scores.csv", "models.csv", "ablation_stats.csv", "train_curves
                  "data_card.json", "experiments.json", "examples.json", "scoring.json", "bootstrap.csv"]
 
 
-TRAIN_LOGGED = [m for m in MODEL_IDS if not (m.startswith("base-") and not config["models"]["pretrain"]["enabled"])]
+TRAIN_LOGGED = [m for m in OWN_IDS if not (m.startswith("base-") and not config["models"]["pretrain"]["enabled"])]
+# the run records of the API models' predictions (served model, dates): Table 1's notes
+API_RECORDS = {m: [f"{RESULTS}/eval/{m}/{b}.predictions.jsonl.api.json" for b in BENCHMARKS] for m in sorted(API_MODELS)}
 FROM_BUNDLE = config.get("from_bundle")
 SUMMARY_OUTPUTS = [f"{SUMMARY}/{name}" for name in SUMMARY_FILES]
 
@@ -84,6 +86,7 @@ if not FROM_BUNDLE:
             configs=expand(f"{RESULTS}/train/{{model}}/train_config.json", model=TRAIN_LOGGED),
             card=f"{DATA}/card.json",
             examples=[f"{DATA}/converted/toolbench_react_10p.jsonl", f"{DATA}/converted/toolbench_tflan_60p_r10r5u7.jsonl"],
+            api_records=[p for paths in API_RECORDS.values() for p in paths],
         output:
             [f"{SUMMARY}/{name}" for name in SUMMARY_FILES],
         params:
@@ -98,6 +101,7 @@ if not FROM_BUNDLE:
                 experiments=cfg.experiments(config),
                 example_source={"react_path": input.examples[0], "chat_path": input.examples[1]},
                 out_dir=SUMMARY,
+                **({"api_records": API_RECORDS} if API_RECORDS else {}),
             ),
         log:
             f"{LOGS}/report/summarize.log",

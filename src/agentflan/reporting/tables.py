@@ -65,7 +65,8 @@ NOT_RUN_COLUMN = {
 NOT_RUN_ROW = {
     "GPT-3.5": "proprietary API model",
     "GPT-4": "proprietary API model",
-    "FireAct-7B": "third-party checkpoint",
+    # docs/models.md: FireAct's prompt for these benchmarks is not established, so it is not configured
+    "FireAct-7B": "third-party checkpoint; its prompt format for these benchmarks is not established",
     "AgentLM-7B": "third-party checkpoint",
 }
 DEFAULT_ROW_REASON = "row not configured for this run"
@@ -230,6 +231,17 @@ class Summary:
 
     def comparisons(self, table_id: str) -> list[Comparison]:
         return [c for c in comparisons(self.experiments) if c.table == table_id]
+
+    # models.csv: what each model is (kind, chat format, served API model and dates) -----------
+    @property
+    def models(self) -> dict[str, dict[str, str]]:
+        """``{model_id: row}`` of models.csv (empty when a summary has no such file; columns a
+        summary lacks read as empty)."""
+        def load():
+            if not (self.dir / "models.csv").is_file():
+                return {}
+            return {r["model_id"]: r for r in _read_csv(self.path("models.csv"), ("model_id",))}
+        return self._cached("models", load)
 
     # scores.csv ------------------------------------------------------------------------------
     @property
@@ -623,7 +635,28 @@ def _table1(s: Summary, entries: list[rep.Entry]) -> Table:
     ]
     if s.has_column("Agent-H"):
         t.footnotes += _agenth_notes(s, [e["model_id"] for e in cfg])
+    t.footnotes += _evaluated_only_notes(s, cfg)
     return t
+
+
+def _evaluated_only_notes(s: Summary, cfg: list[dict]) -> list[str]:
+    """One note per row of a model evaluated but not trained here (models.csv ``kind``): an
+    external checkpoint names its checkpoint and chat format; an API model the served model and
+    the dates of its replies (from the run records <predictions>.api.json, via summarize)."""
+    notes = []
+    for e in cfg:
+        m = s.models.get(e["model_id"]) or {}
+        kind = m.get("kind") or ""
+        if kind == "external":
+            notes.append(f"{e['label']}: external checkpoint {m.get('checkpoint') or '?'}, evaluated (not trained "
+                         f"here) with the {m.get('chat_format') or '?'} chat format ({m.get('doc') or 'no source given'}).")
+        elif kind == "api":
+            served = m.get("served_model") or "unknown (no run record)"
+            dates = m.get("served_dates") or "unknown"
+            notes.append(f"{e['label']}: answered through an OpenAI-compatible API by {served} (requested "
+                         f"{m.get('requested_model') or '?'}), replies dated {dates} (UTC; run records "
+                         "<predictions>.api.json).")
+    return notes
 
 
 def _md_table1(s: Summary, t: Table) -> str:
