@@ -44,6 +44,7 @@ MODELS = {
     # the external checkpoints of config/paper.yaml (evaluation.external_models), safetensors only
     "THUDM/agentlm-7b": {"hidden_size": 64, "intermediate_size": 128, "num_layers": 2, "num_heads": 4},
     "internlm/Agent-FLAN-7b": {"hidden_size": 64, "intermediate_size": 128, "num_layers": 2, "num_heads": 4},
+    "forestai/fireact_llama_2_7b": {"hidden_size": 64, "intermediate_size": 128, "num_layers": 2, "num_heads": 4},
 }
 
 

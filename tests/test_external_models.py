@@ -83,10 +83,11 @@ def test_model_ids_and_experiments_include_the_evaluated_only_models():
     assert rows["standin-xs"].startswith("External stand-in")
     assert "standin-xs" in {s["model_id"] for s in exp["figures"]["fig1"]["series"]}
     paper = _paper()
-    assert cfg.evaluated_only_ids(paper) == ["agentflan_released-7b", "agentlm-7b"]
+    assert cfg.evaluated_only_ids(paper) == ["agentflan_released-7b", "agentlm-7b", "fireact-7b"]
     rows = {r["label"]: r["model_id"] for r in cfg.experiments(paper)["tables"]["table1"]}
     assert rows["AgentLM-7B"] == "agentlm-7b" and rows["Agent-FLAN-7B (released)"] == "agentflan_released-7b"
-    assert "FireAct-7B" not in rows and "GPT-4" not in rows      # not configured by default
+    assert rows["FireAct-7B"] == "fireact-7b"
+    assert "GPT-4" not in rows      # not configured by default
     paper["evaluation"]["api_models"] = {"gpt-4": {"model": "gpt-4-0613", "label": "GPT-4"},
                                          "gpt_35-turbo": {"model": "gpt-3.5-turbo"}}    # unlabelled: no row
     cfg.validate(paper)
@@ -193,6 +194,62 @@ def test_llama2_chat_generation_stops_at_eos(eos_model, backend):
         assert ids == [before_eos + [tok.eos_token_id]] * len(msgs)
 
 
+# ---------------------------------------------------------------------------- fireact
+# Hand-written from FireAct's generation.py (anchen1011/FireAct): prepare_prompt(question) =
+# "Below is an instruction that describes a task. Write a response that appropriately completes the
+# request.\n\n### Instruction:\n{question}\n\n### Response:\n"; each step is written back as
+# f"Thought: {thought}\nAction: {action}\nObservation: {obs}\n" and the model continues from
+# "Thought:" (stop word "\nObservation:"). The system message + first user message as the question
+# is our mapping (docs/models.md).
+EXPECTED_FIREACT = ("Below is an instruction that describes a task. Write a response that appropriately "
+                    "completes the request.\n\n### Instruction:\nUse the tools.\n\n What is 2+2?\n\n"
+                    "### Response:\nThought: add.\nAction: calc\nObservation: 4\nThought:")
+
+
+def test_fireact_prompt_byte_for_byte_and_one_bos(llama2_tokenizer):
+    tok = llama2_tokenizer
+    fmt = get("fireact", tok)
+    assert fmt.render(CONV) == EXPECTED_FIREACT
+    assert fmt.stop == "\nObservation:" and fmt.reply_lead == "Thought: "
+    ids = fmt.encode_prompt(CONV)
+    # FireAct tokenises the prompt with the tokenizer's defaults: BOS, then the text
+    assert ids == tok(EXPECTED_FIREACT)["input_ids"]
+    assert ids.count(tok.bos_token_id) == 1 and tok.decode(ids[1:]) == EXPECTED_FIREACT
+    first = fmt.render([{"role": "user", "content": "Question: who?  "}])
+    assert first.endswith("### Instruction:\nQuestion: who?\n\n### Response:\nThought:")
+    from agentflan.chat_formats import ChatFormatError
+    with pytest.raises(ChatFormatError, match="end with a user message"):
+        fmt.render(CONV[:3])
+    with pytest.raises(ChatFormatError, match="takes no system_prompt"):
+        get("fireact", tok, "x")
+
+
+@pytest.mark.parametrize("backend", ["fast", "plain"])
+def test_fireact_generation_keeps_the_thought_and_cuts_at_the_observation(tmp_path_factory, llama2_tokenizer,
+                                                                          backend):
+    from agentflan.generate import Generator, cut_at_stop
+    from agentflan.modeling import init_tiny_llama
+    tok = llama2_tokenizer
+    root = tmp_path_factory.mktemp(f"fireact-{backend}")
+    init_tiny_llama({"hidden_size": 48, "intermediate_size": 64, "num_layers": 1, "num_heads": 2}, tok, 0,
+                    root / "m")
+    msgs = [[{"role": "user", "content": f"Question {i}?"}] for i in range(3)] + [CONV]
+    gen = Generator(str(root / "m"), backend=backend, max_new_tokens=6, batch_size=2, chat_format="fireact")
+    assert gen.settings()["chat_format"] == {"name": "fireact"} and gen.settings()["stop"] == "\nObservation:"
+    assert gen.settings_key() != Generator(str(root / "m"), backend=backend, max_new_tokens=6,
+                                           batch_size=2).settings_key()
+    replies = gen(msgs)
+    # the continuation of "Thought:" is given back whole, as FireAct writes a step back
+    raw = [cut_at_stop(tok.decode(ids, skip_special_tokens=True), "\nObservation:")
+           for ids in gen.engine.run([gen.fmt.encode_prompt(m) for m in msgs])] if backend == "fast" else None
+    assert all(r.startswith("Thought: ") for r in replies)
+    if raw is not None:
+        assert replies == ["Thought: " + r for r in raw]
+    # FireAct's stop word ends the reply (the decoders stop there; the text is cut at it)
+    assert cut_at_stop(" add.\nAction: calc[2+2]\nObservation: 4\nThought: x", "\nObservation:") == \
+        "add.\nAction: calc[2+2]"
+
+
 # ---------------------------------------------------------------------------- checkpoints
 def test_bin_only_checkpoint_is_refused_in_one_line(tmp_path):
     from agentflan.external import check_checkpoint
@@ -294,10 +351,11 @@ def test_default_dry_run_plans_the_standin(tmp_path):
 
 def test_paper_dry_run_plans_the_external_models(tmp_path):
     out = _dry(tmp_path, "--configfile", str(ROOT / "config" / "paper.yaml"))
-    for model in ("agentlm-7b", "agentflan_released-7b"):
+    for model in ("agentlm-7b", "agentflan_released-7b", "fireact-7b"):
         assert f"results/paper/eval/{model}/teval.predictions.jsonl" in out
         assert f"results/paper/eval/{model}/teval.scores.json" in out
-    assert "data/paper/raw/agentlm7b.manifest.json" in out and "data/paper/raw/agentflan7b.manifest.json" in out
+    for source in ("agentlm7b", "agentflan7b", "fireact7b"):
+        assert f"data/paper/raw/{source}.manifest.json" in out
     assert "results/paper/models/agentlm-7b" not in out          # never trained
 
 

@@ -58,7 +58,7 @@ def test_rehearsal_builds_every_table_and_figure(rehearsal):
     # every data source of config/paper.yaml, T-Eval's sentence-embedding model (sbert) and the
     # external checkpoints (evaluation.external_models)
     assert set(lock) == {"agentflan", "sharegpt", "teval", "glaive", "hotpotqa", "mmlu", "gsm8k", "humaneval", "sbert",
-                         "agentlm7b", "agentflan7b"}
+                         "agentlm7b", "agentflan7b", "fireact7b"}
 
 
 def test_rehearsal_trains_as_the_paper_preset_does(rehearsal):

@@ -36,12 +36,27 @@ once per piece of text that the reference implementation tokenises on its own.
   line); consecutive messages of one role (after folding) are joined by a blank line; a system
   message after the first turn counts as a user message. A conversation must end with a user
   message (a generation prompt).
+* ``fireact``: FireAct's Llama models as FireAct's own ``generation.py`` runs them with
+  ``--alpaca_format`` (anchen1011/FireAct, ``prepare_prompt`` and ``run``): the Alpaca prompt
+
+      Below is an instruction that describes a task. Write a response that appropriately completes
+      the request.\n\n### Instruction:\n{question}\n\n### Response:\n
+
+  followed by the trajectory so far, one ``Thought: ...\nAction: ...\nObservation: ...\n`` block
+  per step, and the model continues from ``Thought:`` until ``\nObservation:`` (its stop word) or
+  EOS; the prompt is one text with BOS (``tokenizer(prompt)`` in FireAct's ``models/llama.py``).
+  FireAct prompts single questions; our mapping of a conversation onto it (ours, documented in
+  docs/models.md): the system messages and the first user message, joined by a blank line and
+  right-stripped (FireAct: ``q.rstrip()``), are the instruction; each later assistant message is
+  written as it is, then a newline; each later user message is an observation
+  (``Observation: {content}\n``, unless it already starts with ``Observation:``). The reply is
+  returned with its ``Thought:`` prefix, so it reads as a whole ReAct step.
 """
 from __future__ import annotations
 
 from .template import ASSISTANT_STOP, SegmentTokenizer
 
-FORMATS = ("agentflan", "llama2-chat")
+FORMATS = ("agentflan", "fireact", "llama2-chat")
 
 B_INST, E_INST = "[INST]", "[/INST]"
 B_SYS, E_SYS = "<<SYS>>\n", "\n<</SYS>>\n\n"
@@ -58,6 +73,10 @@ class PromptFormat:
 
     name = ""
     stop: str | None = None
+    #: written in the prompt after the last message (the reply continues it) ...
+    reply_prefix = ""
+    #: ... and put back in front of every (stripped) reply
+    reply_lead = ""
 
     def encode_prompts(self, batch_messages: list[list[dict]]) -> list[list[int]]:
         raise NotImplementedError
@@ -157,6 +176,51 @@ class Llama2ChatFormat(PromptFormat):
         return out
 
 
+ALPACA_PROMPT = ("Below is an instruction that describes a task. Write a response that appropriately "
+                 "completes the request.\n\n### Instruction:\n{instruction}\n\n### Response:\n")
+
+
+class FireActFormat(PromptFormat):
+    name = "fireact"
+    stop = "\nObservation:"
+    reply_prefix = "Thought:"
+    reply_lead = "Thought: "      # as FireAct writes a step back: f"Thought: {thought}\nAction: ..."
+
+    def __init__(self, tokenizer):
+        if tokenizer.bos_token_id is None:
+            raise ChatFormatError("fireact needs a tokenizer with a BOS token")
+        self.tok = tokenizer
+
+    def render(self, messages: list[dict]) -> str:
+        """The prompt text (without BOS), ending with the reply prefix ``Thought:``."""
+        for m in messages:
+            if m.get("role") not in ("system", "user", "assistant") or not isinstance(m.get("content"), str):
+                raise ChatFormatError(f"fireact: message role {m.get('role')!r} is not system/user/assistant "
+                                      "or its content is not a string")
+        i, lead = 0, []
+        while i < len(messages) and messages[i]["role"] == "system":
+            lead.append(messages[i]["content"])
+            i += 1
+        if i == len(messages) or messages[i]["role"] != "user":
+            raise ChatFormatError("fireact: a generation prompt needs a user message after the system messages")
+        lead.append(messages[i]["content"])
+        if messages[-1]["role"] != "user":
+            raise ChatFormatError("fireact: a generation prompt must end with a user message")
+        text = ALPACA_PROMPT.format(instruction="\n\n".join(lead).rstrip())
+        for m in messages[i + 1:]:
+            content = m["content"].strip()
+            if m["role"] == "assistant":
+                text += content + "\n"
+            else:
+                text += (content if content.startswith("Observation:") else f"Observation: {content}") + "\n"
+        return text + self.reply_prefix
+
+    def encode_prompts(self, batch_messages):
+        texts = [self.render(m) for m in batch_messages]
+        enc = self.tok(texts, add_special_tokens=False, split_special_tokens=True)["input_ids"] if texts else []
+        return [[self.tok.bos_token_id] + list(ids) for ids in enc]
+
+
 def get(name: str, tokenizer, system_prompt: str | None = None) -> PromptFormat:
     """The :class:`PromptFormat` called ``name`` for ``tokenizer``."""
     if name == "agentflan":
@@ -165,4 +229,8 @@ def get(name: str, tokenizer, system_prompt: str | None = None) -> PromptFormat:
         return AgentFlanFormat(tokenizer)
     if name == "llama2-chat":
         return Llama2ChatFormat(tokenizer, system_prompt)
+    if name == "fireact":
+        if system_prompt is not None:
+            raise ChatFormatError("chat format fireact takes no system_prompt")
+        return FireActFormat(tokenizer)
     raise ChatFormatError(f"unknown chat format {name!r}; known: {', '.join(FORMATS)}")

@@ -299,11 +299,14 @@ class Generator:
         """Greedy replies of one unit's prompts (those not resumed), in order. ``width`` is the
         longest prompt of the whole unit (plain left-pads every batch to it)."""
         if self.backend == "plain":
-            return self._generate_plain(prompts, width)
-        if self.backend == "fast":
-            return [cut_at_stop(self.tok.decode(ids, skip_special_tokens=True), self.stop)
-                    for ids in self.engine.run(prompts)]
-        return [cut_at_stop(text, self.stop) for text in self.engine.run(prompts)]
+            texts = self._generate_plain(prompts, width)
+        elif self.backend == "fast":
+            texts = [cut_at_stop(self.tok.decode(ids, skip_special_tokens=True), self.stop)
+                     for ids in self.engine.run(prompts)]
+        else:
+            texts = [cut_at_stop(text, self.stop) for text in self.engine.run(prompts)]
+        # a format whose prompt ends inside the reply (fireact: "Thought:") gives the reply whole
+        return [self.fmt.reply_lead + t for t in texts] if self.fmt.reply_lead else texts
 
     def _generate_plain(self, prompts: list[list[int]], width: int) -> list[str]:
         """Greedy replies of one batch with ``model.generate``, every prompt left-padded to ``width``."""

@@ -65,9 +65,8 @@ NOT_RUN_COLUMN = {
 NOT_RUN_ROW = {
     "GPT-3.5": "proprietary API model",
     "GPT-4": "proprietary API model",
-    # docs/models.md: FireAct's prompt for these benchmarks is not established, so it is not configured
-    "FireAct-7B": "third-party checkpoint; its prompt format for these benchmarks is not established",
-    "AgentLM-7B": "third-party checkpoint",
+    "FireAct-7B": "third-party checkpoint not configured for this run (evaluation.external_models, docs/models.md)",
+    "AgentLM-7B": "third-party checkpoint not configured for this run (evaluation.external_models, docs/models.md)",
 }
 DEFAULT_ROW_REASON = "row not configured for this run"
 
