@@ -35,6 +35,8 @@ rule all:
         rules.tables.input,
         rules.figures.input,
         f"{TABLES}/diff_vs_paper.md",
+        # the tables as one HTML page with per-cell provenance (`snakemake --report` shows it)
+        [] if FROM_BUNDLE else HTML_TABLES,
         # from_bundle (tables and figures from a results bundle): nothing upstream of the summaries
         [] if FROM_BUNDLE else rules.data.input,
         [] if FROM_BUNDLE else rules.ablations.input,

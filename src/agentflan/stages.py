@@ -740,6 +740,16 @@ def diff(summary_dir: str, reported: str, tables_dir: str, out_md: str, out_csv:
 
 
 @_stamped
+def html_tables(tables_dir: str, summary_dir: str, scores: list, out: str, table_ids: list,
+                from_bundle: bool = False) -> None:
+    """The paper tables as one HTML page with per-cell provenance (agentflan.reporting.html)."""
+    from .reporting.html import build_html
+    read = build_html(Path(tables_dir), Path(summary_dir), scores, Path(out), table_ids=table_ids,
+                      require_scores=not from_bundle)
+    prov.write_sidecar(out, _prov(*read))
+
+
+@_stamped
 def decontaminate(converted_dir: str, sharegpt_path: str, eval_files: dict, ngram: int, action: str,
                   max_overlap_ratio: float, out_json: str, out_md: str) -> None:
     """n-gram overlap between training data and every evaluation set (warn or fail)."""

@@ -14,6 +14,9 @@ TRAIN_LOGGED = [m for m in OWN_IDS if not (m.startswith("base-") and not config[
 API_RECORDS = {m: [f"{RESULTS}/eval/{m}/{b}.predictions.jsonl.api.json" for b in BENCHMARKS] for m in sorted(API_MODELS)}
 FROM_BUNDLE = config.get("from_bundle")
 SUMMARY_OUTPUTS = [f"{SUMMARY}/{name}" for name in SUMMARY_FILES]
+# the tables as one HTML page with per-cell provenance (not in paper_tables/: a from_bundle rebuild has
+# no score files, and paper_tables/ must rebuild byte for byte from a bundle)
+HTML_TABLES = f"{RESULTS}/report/tables.html"
 
 
 if FROM_BUNDLE:
@@ -173,6 +176,31 @@ rule diff_vs_paper:
         f"{BENCH}/report/diff.tsv"
     shell:
         stage("diff")
+
+
+rule html_tables:
+    """The paper tables as one HTML page (in `snakemake --report`): each cell's value, the paper's,
+    its interval and, as a tooltip and a list under the table, the scores and predictions files, the
+    config subset and the code hash behind it. Reads only tables, summaries and score files."""
+    conda:
+        "../../envs/report.yaml"
+    input:
+        tables=expand(f"{TABLES}/{{table}}.csv", table=TABLE_IDS),
+        summary=SUMMARY_OUTPUTS,
+        scores=[] if FROM_BUNDLE else expand(f"{RESULTS}/eval/{{model}}/{{benchmark}}.scores.json",
+                                             model=MODEL_IDS, benchmark=BENCHMARKS),
+    output:
+        report(HTML_TABLES, caption="../report/html_tables.rst", category="Tables"),
+    params:
+        args=lambda wc, input: as_params(tables_dir=TABLES, summary_dir=SUMMARY, scores=list(input.scores),
+                                         out=HTML_TABLES, table_ids=TABLE_IDS,
+                                         **({"from_bundle": True} if FROM_BUNDLE else {})),
+    log:
+        f"{LOGS}/report/html_tables.log",
+    benchmark:
+        f"{BENCH}/report/html_tables.tsv"
+    shell:
+        stage("html_tables")
 
 
 rule tables:
