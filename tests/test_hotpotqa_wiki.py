@@ -108,3 +108,181 @@ def test_build_is_deterministic_and_refuses_bad_records(tmp_path):
     with pytest.raises(DataError) as e:
         wikistore.build([bad], tmp_path / "d.sqlite")
     assert str(e.value).startswith(f"{bad}:2 (record 'B'): ") and "\n" not in str(e.value)
+
+
+# ----------------------------------------------------------------------------- agent loop
+from agentflan.evaluation import hotpotqa  # noqa: E402
+
+
+def _at_item(qid: str = "q1", question: str = "Who was Milhouse named after?", level: str = "easy",
+             answer: str = "Richard Nixon") -> dict:
+    return {"id": f"hotpotqa/{qid}", "benchmark": "hotpotqa", "subset": level,
+            "messages": [{"role": "user", "content": hotpotqa.agenttuning_prompt(question)}],
+            "reference": {"answer": answer, "level": level}, "meta": {"level": level}}
+
+
+def _scripted(replies_by_step):
+    calls = []
+
+    def gen(batch):
+        calls.append([list(m) for m in batch])
+        return [replies_by_step[len(calls) - 1]] * len(batch)
+    return gen, calls
+
+
+def test_agenttuning_prompt_is_upstreams_two_shot_react_prompt():
+    p = hotpotqa.agenttuning_prompt("Q?")
+    assert p.startswith("This task involves solving a question-answering exercise")
+    assert p.count("\nQuestion: ") == 3 and p.endswith("(END OF EXAMPLES)\nQuestion: Q?")
+    assert "Action 3: Finish[Richard Nixon]" in p and "Action 3: Finish[yes]" in p
+
+
+def test_agenttuning_loop_search_lookup_invalid_finish(store):
+    replies = [
+        "Thought 1: I should search.\nAction 1: Search[Milhouse Van Houten]\nObservation 1: made up",
+        "Thought 2: Not there.\nAction 2: Search[Richard Nixon]",
+        "Thought 3: Back.\nAction 3: Search[milhouse van houten]",
+        "Thought 4: look up.\nAction 4: Lookup[named after]",
+        "Thought 5: again\nAction 5: Lookup[named after]",
+        "Thought 6: bad\nAction 6: search[Nixon]",          # case-sensitive names upstream
+        "Thought 7: no action line at all",
+        "Thought 8: done.\nAction 8: Finish[Richard Nixon]",
+    ]
+    gen, calls = _scripted(replies)
+    [row] = hotpotqa.run_episodes([_at_item()], gen, {"protocol": "agenttuning",
+                                                      "wiki_db": str(store.path)})
+    t = row["trajectory"]
+    assert row["stop_reason"] == "finish" and row["prediction"] == "Richard Nixon" and len(t) == 8
+    assert t[0]["assistant"].endswith("Search[Milhouse Van Houten]")      # cut before Observation
+    assert t[0]["observation"].startswith("Milhouse Mussolini Van Houten is a fictional")
+    assert t[1]["observation"].startswith("Could not find [Richard Nixon]. Similar: ['Nixon (film)'")
+    assert t[3]["observation"] == "(Result 1/1) He was named after Richard Nixon, whose middle name was Milhous."
+    assert t[4]["observation"] == "No More Results"
+    assert t[5]["observation"] == hotpotqa.INVALID_ACTION == t[6]["observation"]
+    # the observation comes back as the next user turn, numbered like upstream's scratchpad
+    assert calls[1][0][-1] == {"role": "user", "content": "Observation 1: " + t[0]["observation"]}
+    assert calls[1][0][-2] == {"role": "assistant", "content": t[0]["assistant"]}
+
+
+def test_agenttuning_lookup_without_page_and_step_cap(store):
+    gen, calls = _scripted(["Thought: x\nAction: Lookup[Nixon]"] * 12)
+    [row] = hotpotqa.run_episodes([_at_item()], gen, {"protocol": "agenttuning",
+                                                      "wiki_db": str(store.path)})
+    assert len(calls) == 10 and row["stop_reason"] == "max_steps" and row["prediction"] == ""
+    assert row["trajectory"][0]["observation"].startswith("The last page Searched was not found")
+    gen, calls = _scripted(["Action: Search[Leonid Levin]"] * 5)
+    [row] = hotpotqa.run_episodes([_at_item()], gen, {"protocol": "agenttuning", "max_steps": 3,
+                                                      "wiki_db": str(store.path)})
+    assert len(calls) == 3 and row["stop_reason"] == "max_steps"
+
+
+def test_agenttuning_context_cap_halts_with_empty_answer(store):
+    item = _at_item()
+    n0, counter = hotpotqa.count_tokens(item["messages"][0]["content"])
+    assert counter in ("cl100k_base", "approx-regex")
+    gen, calls = _scripted(["Thought 1: x\nAction 1: Search[Milhouse Van Houten]"] * 10)
+    [row] = hotpotqa.run_episodes([item], gen, {"protocol": "agenttuning", "wiki_db": str(store.path),
+                                                "context_cap_tokens": n0 + 20})
+    # the first step fits, the page observation pushes the prompt over the cap
+    assert len(calls) == 1 and row["stop_reason"] == "context_cap" and row["prediction"] == ""
+    gen, calls = _scripted(["Action 1: Finish[x]"])
+    [row] = hotpotqa.run_episodes([item], gen, {"protocol": "agenttuning", "wiki_db": str(store.path),
+                                                "context_cap_tokens": n0 - 1})
+    assert calls == [] and row["stop_reason"] == "context_cap"
+
+
+def test_agenttuning_on_the_closed_distractor_store():
+    item = _at_item()
+    item["meta"]["docs"] = {"Milhouse Van Houten": ["Milhouse was named after Richard Nixon."]}
+    gen, _ = _scripted(["Action 1: Search[Milhouse]", "Action 2: Finish[Richard Nixon]"])
+    [row] = hotpotqa.run_episodes([item], gen, {"protocol": "agenttuning", "store": "distractor"})
+    assert row["trajectory"][0]["observation"].startswith("Could not find [Milhouse]. Similar: ")
+    assert row["prediction"] == "Richard Nixon"
+
+
+def test_parse_agenttuning_action_follows_upstream_regexes():
+    p = hotpotqa.parse_agenttuning_action
+    assert p("Thought 1: t\nAction 1: Search[A [b] c]") == ("Search", "A [b] c")
+    assert p("Action 2: Finish[yes].") == ("Finish", "yes")       # fuzzy: trailing period
+    assert p("Action 2: Finish[yes] because") == ("Finish", "yes")  # fuzzy: prefix match
+    assert p("Action 3: Search[]") == ("Search[]", "")              # empty argument: invalid
+    assert p("I think so") == ("I think so", "")
+
+
+# ----------------------------------------------------------------------------- question list
+def test_agenttuning_question_list_shape():
+    qs = hotpotqa.agenttuning_question_list()
+    assert len(qs) == 300 and len({q["id"] for q in qs}) == 300
+    assert [q["level"] for q in qs] == ["easy"] * 100 + ["medium"] * 100 + ["hard"] * 100
+    assert all(len(q["id"]) == 24 and int(q["id"], 16) >= 0 for q in qs)
+    # the medium file's first row is the train question of data_formats.md §6.1
+    assert qs[100]["id"] == "5a7a06935542990198eaf050"
+
+
+def _hotpot_file(tmp_path, ids_levels, extra=()):
+    base = tmp_path / "raw" / hotpotqa.REPO / "distractor"
+    base.mkdir(parents=True)
+    rows = [{"id": i, "question": f"Q {i}?", "answer": "A", "type": "bridge", "level": lv,
+             "context": {"title": ["T"], "sentences": [["S."]]}} for i, lv in [*ids_levels, *extra]]
+    (base / "validation.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return tmp_path / "raw"
+
+
+def test_load_items_agenttuning_selects_the_listed_300(tmp_path):
+    qs = hotpotqa.agenttuning_question_list()
+    raw = _hotpot_file(tmp_path, [(q["id"], q["level"]) for q in reversed(qs)],
+                       extra=[("0" * 24, "hard")])
+    items = hotpotqa.load_items(raw, {"protocol": "agenttuning"})
+    assert [it["id"] for it in items] == [f"hotpotqa/{q['id']}" for q in qs]
+    assert items[0]["messages"] == [{"role": "user", "content": hotpotqa.agenttuning_prompt(f"Q {qs[0]['id']}?")}]
+    assert items[0]["meta"]["protocol"] == "agenttuning"
+
+
+def test_load_items_agenttuning_refuses_a_missing_listed_question(tmp_path):
+    qs = hotpotqa.agenttuning_question_list()
+    raw = _hotpot_file(tmp_path, [(q["id"], q["level"]) for q in qs[1:]])
+    with pytest.raises(DataError, match=f"record '{qs[0]['id']}'.*train split"):
+        hotpotqa.load_items(raw, {"protocol": "agenttuning"})
+
+
+# ----------------------------------------------------------------------------- F1 / EM
+# Expected values computed by hand with the official formula: THUDM/AgentTuning@e33a45d
+# eval_heldout/hotpotQA/src/agent_arch.py normalize_answer / f1_score / EM (the same as
+# hotpotqa/hotpot hotpot_evaluate_v1.py): lower-case, drop string.punctuation, drop a/an/the,
+# collapse white space; F1 = 0 when either side is yes/no/noanswer and they differ. The official
+# functions, run on these cases outside the package, return the same values (not vendored here).
+OFFICIAL_CASES = [
+    # prediction, gold, F1, EM
+    ("the Richard Nixon", "Richard Nixon", 1.0, 1.0),
+    ("President Richard Nixon.", "Richard Nixon", 0.8, 0.0),          # P 2/3, R 1
+    ("yes", "no", 0.0, 0.0),
+    ("yes, it is", "yes", 0.0, 0.0),                                    # gold is special, differs
+    ("1,800 to 7,000 ft", "1800 to 7000 ft", 1.0, 1.0),
+    ("An apple a day", "apple day", 1.0, 1.0),
+    ("Milhouse Milhouse", "Milhouse", 2 / 3, 0.0),                      # P 1/2, R 1
+    ("", "Richard Nixon", 0.0, 0.0),
+    ("noanswer", "noanswer", 1.0, 1.0),
+    ("Nixon, Richard M.", "Richard Milhous Nixon", 2 / 3, 0.0),        # 2 common: P 2/3, R 2/3
+]
+
+
+def test_f1_em_match_the_official_formula():
+    from agentflan.evaluation.text import exact_match, f1_score
+    for pred, gold, f1, em in OFFICIAL_CASES:
+        assert f1_score(pred, gold) == pytest.approx(f1, abs=1e-12), (pred, gold)
+        assert exact_match(pred, gold) == em, (pred, gold)
+
+
+def test_level_means_and_their_mean():
+    items = [_at_item("a", level="easy"), _at_item("b", level="easy"), _at_item("c", level="medium"),
+             _at_item("d", level="hard", answer="yes")]
+    preds = {"hotpotqa/a": {"prediction": "Richard Nixon", "stop_reason": "finish"},
+             "hotpotqa/b": {"prediction": "President Richard Nixon", "stop_reason": "finish"},
+             "hotpotqa/c": {"prediction": "", "stop_reason": "max_steps"},
+             "hotpotqa/d": {"prediction": "yes", "stop_reason": "finish"}}
+    m, rows = hotpotqa.score(items, preds)
+    assert m["reward_easy"] == pytest.approx(90.0) and m["reward_medium"] == 0.0
+    assert m["reward_hard"] == 100.0
+    assert m["reward_level_mean"] == pytest.approx((90.0 + 0.0 + 100.0) / 3)
+    assert m["reward"] == pytest.approx((100 + 80 + 0 + 100) / 4)
+    assert m["em"] == 50.0 and m["em_level_mean"] == pytest.approx((50 + 0 + 100) / 3)
