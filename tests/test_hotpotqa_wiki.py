@@ -286,3 +286,33 @@ def test_level_means_and_their_mean():
     assert m["reward_level_mean"] == pytest.approx((90.0 + 0.0 + 100.0) / 3)
     assert m["reward"] == pytest.approx((100 + 80 + 0 + 100) / 4)
     assert m["em"] == 50.0 and m["em_level_mean"] == pytest.approx((50 + 0 + 100) / 3)
+
+
+# ----------------------------------------------------------------------------- stage, labels
+def test_wiki_store_stage_builds_from_the_source_files(tmp_path):
+    from agentflan.stages import wiki_store
+    import gzip
+    raw = tmp_path / "raw" / "BeIR" / "hotpotqa"
+    raw.mkdir(parents=True)
+    with gzip.open(raw / "corpus.jsonl.gz", "wt", encoding="utf-8") as f:
+        for p in _fixture_pages(20):
+            f.write(json.dumps(p) + "\n")
+    out = tmp_path / "eval" / "wiki.sqlite"
+    wiki_store(raw_dir=str(raw), files=["corpus.jsonl.gz"], out=str(out), expected_pages=24)
+    env = wikistore.WikiEnv(wikistore.WikiStore(out))
+    assert env.search("Leonid Levin").startswith("Leonid Levin is a Soviet-American mathematician.")
+    with pytest.raises(DataError, match="expected 5233329"):
+        wiki_store(raw_dir=str(raw), files=["corpus.jsonl.gz"], out=str(out), expected_pages=5233329)
+    with pytest.raises(DataError, match="no wiki page file"):
+        wiki_store(raw_dir=str(raw), files=["nothing*.jsonl"], out=str(out))
+
+
+def test_scoring_info_labels_the_store():
+    d = hotpotqa.scoring_info({})
+    assert d["protocol"] == "distractor" and d["store"] == "distractor" and d["max_steps"] == 4
+    assert d["store_label"].startswith("closed distractor store")
+    a = hotpotqa.scoring_info({"protocol": "agenttuning", "wiki_db": "x"})
+    assert (a["max_steps"], a["context_cap_tokens"], a["store"], a["questions"]) == (10, 1700, "local",
+                                                                                      "agenttuning300")
+    assert "hermetic" in a["store_label"]
+    assert hotpotqa.scoring_info({"protocol": "agenttuning", "store": "distractor"})["store"] == "distractor"

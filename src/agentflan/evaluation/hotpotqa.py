@@ -230,6 +230,8 @@ def load_items(raw_dir: Path, options: dict | None = None) -> list[dict]:
     items: list[dict] = []
     seen: set[str] = set()
     sys_prompt = system_prompt()
+    wanted = ({q["id"] for q in agenttuning_question_list()}
+              if agenttuning and o["questions"] == "agenttuning300" else None)
     for path in _files(base, o):
         for line, rec in iter_rows(path):
             if not isinstance(rec, dict):
@@ -240,6 +242,8 @@ def load_items(raw_dir: Path, options: dict | None = None) -> list[dict]:
             for key in ("question", "answer"):
                 if not isinstance(rec.get(key), str):
                     raise DataError(path, f"record has no string {key!r}", line=line, record=rid)
+            if wanted is not None and rid not in wanted:
+                continue        # AgentTuning's list: keep memory small on the train split
             if rid in seen:
                 raise DataError(path, "duplicate id", line=line, record=rid)
             seen.add(rid)
@@ -676,3 +680,28 @@ def score(items: list[dict], predictions: dict[str, Any], options: dict | None =
     if stops and len(rows):
         metrics["finish_rate"] = 100.0 * stops.get("finish", 0) / len(rows)
     return metrics, rows
+
+
+def scoring_info(options: dict | None = None) -> dict:
+    """How the HotpotQA scores were produced, for the score file and the tables' notes: protocol,
+    document store (labelled: the closed distractor store is not Wikipedia search), steps, cap."""
+    o = dict(options or {})
+    protocol = o.get("protocol") or "distractor"
+    if protocol == "agenttuning":
+        run = {**AGENTTUNING, **{k: v for k, v in o.items() if v is not None}}
+        store = run["store"]
+        questions = o.get("questions") or "agenttuning300"
+    else:
+        run = {**RUN_DEFAULTS, **o}
+        store = "distractor"
+        questions = "loaded files" + (f", {o['per_level']} per level (seeded draw)" if o.get("per_level") else "")
+    label = ("local Wikipedia (2017 introductory paragraphs, SQLite FTS5; hermetic)" if store == "local"
+             else "closed distractor store (each question's own ten paragraphs; not Wikipedia search)")
+    info = {"protocol": protocol, "store": store, "store_label": label, "questions": questions,
+            "max_steps": run["max_steps"], "reward": "token F1 x100 (EM logged)"}
+    if protocol == "agenttuning":
+        info["context_cap_tokens"] = run["context_cap_tokens"]
+        info["token_counter"] = count_tokens("")[1]
+        info["similar_k"] = run["similar_k"]
+        info["lookup_unit"] = run["lookup_unit"] if store == "local" else "sentence"
+    return info
