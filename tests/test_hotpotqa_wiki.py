@@ -316,3 +316,16 @@ def test_scoring_info_labels_the_store():
                                                                                       "agenttuning300")
     assert "hermetic" in a["store_label"]
     assert hotpotqa.scoring_info({"protocol": "agenttuning", "store": "distractor"})["store"] == "distractor"
+
+
+def test_agenttuning_episodes_resume_keys_through_the_registry(store):
+    from agentflan.evaluation.registry import run_episodes
+    names = []
+
+    def gen(batch, ids):
+        names.append(ids)
+        return ["Action 1: Search[Leonid Levin]" if len(names) == 1 else "Action 2: Finish[yes]"] * len(batch)
+    rows = run_episodes([_at_item("a"), _at_item("b")], gen,
+                        {"protocol": "agenttuning", "wiki_db": str(store.path)}, step_ids=True)
+    assert names == [["hotpotqa/a#1", "hotpotqa/b#1"], ["hotpotqa/a#2", "hotpotqa/b#2"]]
+    assert [r["prediction"] for r in rows] == ["yes", "yes"]
