@@ -32,6 +32,11 @@ def test_dry_run_lists_every_experiment(tmp_path):
     for source in ("agentflan", "sharegpt", "teval", "glaive", "hotpotqa", "mmlu", "gsm8k", "humaneval"):
         assert f"data/paper/raw/{source}.manifest.json" in out
     assert "meta-llama/Llama-2-70b-hf" in out
+    # HotpotQA under AgentTuning's protocol: the pinned wiki corpus is fetched, indexed, and the
+    # store reaches the generate jobs
+    assert "data/paper/raw/hotpotwiki.manifest.json" in out
+    assert "rule hotpotqa_wiki" in out and "data/paper/eval/hotpotqa_wiki.sqlite" in out
+    assert '"wiki_db": "data/paper/eval/hotpotqa_wiki.sqlite"' in out
 
 
 def test_paper_recipes_keep_portable_deepspeed_paths():

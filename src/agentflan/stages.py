@@ -117,6 +117,17 @@ def sharegpt(raw_dir: str, out: str, stats: str, english_only: bool, max_convers
 
 
 @_stamped
+def wiki_store(raw_dir: str, files: list[str], out: str, expected_pages: int | None = None) -> None:
+    """Build HotpotQA's local Wikipedia (SQLite FTS5) from a downloaded page corpus."""
+    import glob as _glob
+    from .evaluation import wikistore
+    paths = sorted({Path(p) for pat in files for p in _glob.glob(str(Path(raw_dir) / pat))})
+    if not paths:
+        raise DataError(raw_dir, f"no wiki page file matches {files}")
+    info = wikistore.build(paths, out, expected_pages=expected_pages)
+    log.info("wiki store %s: %d pages from %s", out, info["pages"], [p.name for p in paths])
+
+
 def eval_items(benchmark: str, raw_dir: str, options: dict, out: str) -> None:
     from .evaluation.registry import load_items
     items = load_items(benchmark, Path(raw_dir), options)
@@ -548,6 +559,9 @@ def score(model_id: str, items: dict, predictions: dict, options: dict, out: dic
         if benchmark == "teval":    # protocol, files, similarity model and its weights' sha256
             from .evaluation.teval import scoring_info
             record["scoring"] = scoring_info(options.get(benchmark, {}))
+        if benchmark == "hotpotqa":  # protocol and document store (labels for the tables' notes)
+            from .evaluation.hotpotqa import scoring_info as hotpot_info
+            record["scoring"] = hotpot_info(options.get(benchmark, {}))
         write_json(out[benchmark], record)
         write_jsonl(per_sample[benchmark], rows)
         prov.write_sidecar(per_sample[benchmark], stamp)

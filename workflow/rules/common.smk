@@ -186,6 +186,30 @@ def _teval_model_source():
     return spec["source"] if isinstance(spec, dict) and "source" in spec else None
 
 
+def _hotpot_wiki_source():
+    """The data.sources name of HotpotQA's local Wikipedia (protocol agenttuning, store local), else
+    None (the distractor protocol/store needs no wiki)."""
+    o = config["evaluation"]["benchmarks"].get("hotpotqa", {})
+    if o.get("protocol", "distractor") != "agenttuning" or o.get("store", "local") != "local":
+        return None
+    source = (o.get("wiki") or {}).get("source")
+    if not source or source not in config["data"]["sources"]:
+        raise ValueError("evaluation.benchmarks.hotpotqa: protocol agenttuning with store local needs "
+                         "wiki.source naming a data.sources entry (the page corpus)")
+    return source
+
+
+HOTPOT_WIKI_DB = f"{DATA}/eval/hotpotqa_wiki.sqlite"
+
+
+def _generate_options():
+    """evaluation.benchmarks, with HotpotQA's built wiki store (rule hotpotqa_wiki) as wiki_db."""
+    opts = json.loads(json.dumps(config["evaluation"]["benchmarks"]))
+    if _hotpot_wiki_source() is not None:
+        opts["hotpotqa"]["wiki_db"] = HOTPOT_WIKI_DB
+    return opts
+
+
 def _score_options():
     """evaluation.benchmarks, with a T-Eval similarity model given as a data source resolved to
     its local snapshot (path) and the lock holding the sha256 of its weights."""

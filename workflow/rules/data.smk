@@ -121,6 +121,34 @@ rule eval_items:
         stage("eval_items")
 
 
+if _hotpot_wiki_source() is not None:
+
+    rule hotpotqa_wiki:
+        """HotpotQA's local Wikipedia for AgentTuning's protocol: the pinned page corpus
+        (evaluation.benchmarks.hotpotqa.wiki.source, a data.sources entry) indexed in SQLite FTS5
+        (agentflan.evaluation.wikistore); refuses a corpus with another record count."""
+        conda:
+            "../../envs/workflow.yaml"
+        input:
+            f"{DATA}/raw/{_hotpot_wiki_source()}.manifest.json",
+        output:
+            HOTPOT_WIKI_DB,
+        params:
+            args=lambda wc: as_params(
+                raw_dir=f"{DATA}/raw/{config['data']['sources'][_hotpot_wiki_source()]['repo_id']}",
+                files=config["data"]["sources"][_hotpot_wiki_source()]["files"],
+                expected_pages=(config["evaluation"]["benchmarks"]["hotpotqa"].get("wiki") or {}).get(
+                    "expected_pages"),
+                out=HOTPOT_WIKI_DB,
+            ),
+        log:
+            f"{LOGS}/data/hotpotqa_wiki.log",
+        benchmark:
+            f"{BENCH}/data/hotpotqa_wiki.tsv"
+        shell:
+            stage("wiki_store")
+
+
 rule tokenizer:
     conda:
         "../../envs/workflow.yaml"

@@ -14,6 +14,7 @@ rule generate:
     input:
         eval_items=expand(f"{DATA}/eval/{{benchmark}}.jsonl", benchmark=BENCHMARKS),
         model=lambda wc: local_model_input(wc.model),
+        wiki=[HOTPOT_WIKI_DB] if _hotpot_wiki_source() else [],
     output:
         [f"{RESULTS}/eval/{{model}}/{b}.predictions.jsonl" for b in BENCHMARKS],
     params:
@@ -22,7 +23,7 @@ rule generate:
             items={b: f"{DATA}/eval/{b}.jsonl" for b in BENCHMARKS},
             out=_eval_paths(wc.model, "predictions.jsonl"),
             generation=config["evaluation"]["generation"],
-            options=config["evaluation"]["benchmarks"],
+            options=_generate_options(),
             threads=THREADS,
             **({"chat_format": chat_format(wc.model)} if chat_format(wc.model) else {}),
         ),
@@ -57,6 +58,7 @@ if API_MODELS:
             model=_API_ALTS,
         input:
             eval_items=expand(f"{DATA}/eval/{{benchmark}}.jsonl", benchmark=BENCHMARKS),
+            wiki=[HOTPOT_WIKI_DB] if _hotpot_wiki_source() else [],
         output:
             predictions=[f"{RESULTS}/eval/{{model}}/{b}.predictions.jsonl" for b in BENCHMARKS],
             records=[f"{RESULTS}/eval/{{model}}/{b}.predictions.jsonl.api.json" for b in BENCHMARKS],
@@ -66,7 +68,7 @@ if API_MODELS:
                 items={b: f"{DATA}/eval/{b}.jsonl" for b in BENCHMARKS},
                 out=_eval_paths(wc.model, "predictions.jsonl"),
                 generation=config["evaluation"]["generation"],
-                options=config["evaluation"]["benchmarks"],
+                options=_generate_options(),
                 threads=THREADS,
                 backend=api_backend(wc.model),
             ),

@@ -28,6 +28,11 @@ adapted to the Agent-FLAN chat format:
 * **Every** episode is kept in the output (upstream's ``log_agent`` reopened its log with mode
   ``'w'`` per question, keeping one row per level; here rows are returned, never overwritten).
 
+**Protocols** (option ``protocol``): ``distractor`` (the default above; the miniature's) and
+``agenttuning`` (:data:`AGENTTUNING`, below): AgentTuning's held-out HotpotQA evaluation as its code
+runs it, over a local Wikipedia (:mod:`.wikistore`) or, as a labelled variant, the closed
+distractor store (``store: distractor``).
+
 Metric (AgentTuning): reward = token F1 of the normalised answer ×100 (yes/no/noanswer rule);
 ``em`` also reported. ``reward``/``em`` are means over all questions; ``reward_<level>`` and
 ``reward_level_mean`` (mean of the level means, AgentTuning's "average" when levels have equal
@@ -69,6 +74,8 @@ LOOKUP_TOOL = {
 TOOLS = [SEARCH_TOOL, LOOKUP_TOOL]
 
 LOAD_DEFAULTS = {
+    "protocol": "distractor",   # distractor | agenttuning
+    "questions": "agenttuning300",  # agenttuning: the shipped list of 300 ids, or "draw" (per_level seeded)
     "config": "distractor",
     "split": "validation",
     "files": None,          # explicit file list/globs relative to the repo dir (overrides config/split)
@@ -83,6 +90,86 @@ RUN_DEFAULTS = {
     "stop_on_invalid": True,
     "truncate_at_observation": True,
 }
+PROTOCOLS = ("distractor", "agenttuning")
+
+# AgentTuning's held-out HotpotQA evaluation, THUDM/AgentTuning@e33a45d eval_heldout/hotpotQA
+# (adapted by its authors from salesforce/BOLAA): eval_hotpot.py passes --max_context_len (default
+# 1700) as the agent's context_len; src/agent_arch.py BaseAgent: max_steps=10, is_halted() when
+# step_n > max_steps or the whole prompt exceeds context_len tokens of tiktoken cl100k_base
+# (src/llms.py token_enc), answer "" then; reward = f1_score(answer, key)[0], EM logged
+# (is_correct); actions parsed by ^(\w+)\[(.+)\]$ (then the same after stripping spaces/periods),
+# names case-sensitive; anything else is answered "Invalid Action. ..." and the episode goes on.
+AGENTTUNING = {
+    "max_steps": 10,
+    "context_cap_tokens": 1700,
+    "store": "local",          # local (wikistore, wiki_db) | distractor (each item's own ten pages)
+    "similar_k": 10,           # LangChain prints wikipedia.search(x): 10 results by default
+    "lookup_unit": "sentence",  # sentence | paragraph (wikistore docstring)
+    "wiki_db": None,           # path of the built store (the workflow sets it)
+}
+
+# The ReAct instruction and the two few-shot examples of AgentTuning's React_HotPotQA_run_Agent,
+# verbatim from THUDM/AgentTuning@e33a45d eval_heldout/hotpotQA/src/pre_prompt.py
+# (REACT_INSTRUCTION) and src/fewshots.py (REACT_EXAMPLE), Copyright (c) 2023 salesforce.com, inc.,
+# Apache-2.0 (the examples are ReAct's, ysymyth/ReAct prompts). Kept byte for byte, including the
+# mis-encoded en dash "\u00e2\u0080\u0093" of the Urysohn example and trailing spaces.
+AGENTTUNING_INSTRUCTION = (
+    "This task involves solving a question-answering exercise through a series of interleaved "
+    "Thought, Action, and Observation steps. Any thought before the action is allowed, and action "
+    "can be one of the following three types:\n"
+    "(1) Search[entity]: This action involves searching for a specific entity on Wikipedia and "
+    "returning the first paragraph of the entity's page if it exists. If the entity does not have a "
+    "Wikipedia page, the assistant should suggest similar entities to search for.\n"
+    "(2) Lookup[keyword]: This action involves searching for the next sentence containing the "
+    "specified keyword in the most recent passage successfully found by the Search action.\n"
+    "(3) Finish[answer]: This action concludes the task by providing the answer to the question.\n"
+    "You can take as many steps as necessary to answer the question. The key is to ensure that each "
+    "step logically follows the previous one and contributes to the final answer. The task aims to "
+    "emulate a reasoning process that yields accurate and comprehensive answers.\n"
+    "Here are some examples:\n{examples}\n(END OF EXAMPLES)\nQuestion: {question}")
+AGENTTUNING_EXAMPLES = (
+    'Question: Musician and satirist Allie Goertz wrote a song about the "The Simpsons" character '
+    "Milhouse, who Matt Groening named after who?\n"
+    'Thought 1: The question simplifies to "The Simpsons" character Milhouse is named after who. I '
+    "only need to search Milhouse and find who it is named after.\n"
+    "Action 1: Search[Milhouse]\n"
+    "Observation 1: Milhouse Mussolini Van Houten is a recurring character in the Fox animated "
+    "television series The Simpsons voiced by Pamela Hayden and created by Matt Groening.\n"
+    'Thought 2: The paragraph does not tell who Milhouse is named after, maybe I can look up "named '
+    'after".\n'
+    "Action 2: Lookup[named after]\n"
+    "Observation 2: (Result 1 / 1) Milhouse was named after U.S. president Richard Nixon, whose "
+    "middle name was Milhous. \n"
+    "Thought 3: Milhouse was named after U.S. president Richard Nixon, so the answer is Richard "
+    "Nixon.\n"
+    "Action 3: Finish[Richard Nixon]\n"
+    "\n"
+    "Question: Were Pavel Urysohn and Leonid Levin known for the same type of work?\n"
+    "Thought 1: I need to search Pavel Urysohn and Leonid Levin, find their types of work, then "
+    "find if they are the same.\n"
+    "Action 1: Search[Pavel Urysohn]\n"
+    "Observation 1: Pavel Samuilovich Urysohn (February 3, 1898 \u00e2\u0080\u0093 August 17, 1924) "
+    "was a Soviet mathematician who is best known for his contributions in dimension theory.\n"
+    "Thought 2: Pavel Urysohn is a mathematician. I need to search Leonid Levin next and find its "
+    "type of work.\n"
+    "Action 2: Search[Leonid Levin]\n"
+    "Observation 2: Leonid Anatolievich Levin is a Soviet-American mathematician and computer "
+    "scientist. \n"
+    "Thought 3: Leonid Levin is a mathematician and computer scientist. So Pavel Urysohn and Leonid "
+    "Levin have the same type of work. \n"
+    "Action 3: Finish[yes]\n")
+AGENTTUNING_QUESTIONS = Path(__file__).with_name("agenttuning_hotpotqa_300.json")
+
+
+def agenttuning_prompt(question: str) -> str:
+    return AGENTTUNING_INSTRUCTION.format(examples=AGENTTUNING_EXAMPLES, question=question)
+
+
+def agenttuning_question_list() -> list[dict]:
+    """``[{"id", "level", "row"}]`` of AgentTuning's 300 questions (agenttuning_hotpotqa_300.json)."""
+    import json
+    with open(AGENTTUNING_QUESTIONS, encoding="utf-8") as f:
+        return json.load(f)["questions"]
 
 NOT_FOUND_LOOKUP = ("The last page Searched was not found, so you cannot Lookup a keyword in it. "
                     "Please try one of the similar pages given.")
@@ -136,10 +223,15 @@ def _docs(context: Any, path: Path, line: int, rid: str) -> dict[str, list[str]]
 def load_items(raw_dir: Path, options: dict | None = None) -> list[dict]:
     o = dict(LOAD_DEFAULTS)
     o.update(options or {})
+    if o["protocol"] not in PROTOCOLS:
+        raise ValueError(f"hotpotqa: protocol must be one of {PROTOCOLS}, got {o['protocol']!r}")
+    agenttuning = o["protocol"] == "agenttuning"
     base = Path(raw_dir) / REPO
     items: list[dict] = []
     seen: set[str] = set()
     sys_prompt = system_prompt()
+    wanted = ({q["id"] for q in agenttuning_question_list()}
+              if agenttuning and o["questions"] == "agenttuning300" else None)
     for path in _files(base, o):
         for line, rec in iter_rows(path):
             if not isinstance(rec, dict):
@@ -150,22 +242,33 @@ def load_items(raw_dir: Path, options: dict | None = None) -> list[dict]:
             for key in ("question", "answer"):
                 if not isinstance(rec.get(key), str):
                     raise DataError(path, f"record has no string {key!r}", line=line, record=rid)
+            if wanted is not None and rid not in wanted:
+                continue        # AgentTuning's list: keep memory small on the train split
             if rid in seen:
                 raise DataError(path, "duplicate id", line=line, record=rid)
             seen.add(rid)
             level = str(rec.get("level") or "unknown")
             qtype = str(rec.get("type") or "unknown")
+            if agenttuning:     # one user turn: instruction, two examples, the question
+                messages = [{"role": "user", "content": agenttuning_prompt(rec["question"])}]
+            else:
+                messages = [{"role": "system", "content": sys_prompt},
+                            {"role": "user", "content": rec["question"]}]
             items.append({
                 "id": f"hotpotqa/{rid}",
                 "benchmark": "hotpotqa",
                 "subset": level,
-                "messages": [{"role": "system", "content": sys_prompt},
-                             {"role": "user", "content": rec["question"]}],
+                "messages": messages,
                 "reference": {"answer": rec["answer"], "level": level, "type": qtype,
                               "supporting_facts": rec.get("supporting_facts")},
-                "meta": {"level": level, "type": qtype,
+                "meta": {"level": level, "type": qtype, "protocol": o["protocol"],
                          "docs": _docs(rec.get("context"), path, line, rid)},
             })
+    if agenttuning and o["questions"] == "agenttuning300":
+        return _select_listed(items)
+    if agenttuning and o["questions"] != "draw":
+        raise ValueError("hotpotqa: questions must be agenttuning300 or draw, got "
+                         f"{o['questions']!r}")
     if o["levels"]:
         items = [it for it in items if it["subset"] in set(o["levels"])]
     rng_seed = o["seed"]
@@ -183,6 +286,25 @@ def load_items(raw_dir: Path, options: dict | None = None) -> list[dict]:
         chosen = sorted(random.Random(rng_seed).sample(range(len(items)), int(o["max_samples"])))
         items = [items[i] for i in chosen]
     return items
+
+
+def _select_listed(items: list[dict]) -> list[dict]:
+    """AgentTuning's 300 questions in the list's order (easy, medium, hard), levels from the list."""
+    by_id = {it["id"][len("hotpotqa/"):]: it for it in items}
+    out = []
+    for q in agenttuning_question_list():
+        it = by_id.get(q["id"])
+        if it is None:
+            raise DataError(AGENTTUNING_QUESTIONS, "listed question not in the loaded HotpotQA files "
+                            "(easy/medium are train questions: data.sources.hotpotqa.files must include "
+                            "the train split)", record=q["id"])
+        if it["subset"] not in (q["level"], "unknown"):
+            raise DataError(AGENTTUNING_QUESTIONS, f"level {q['level']!r} differs from the record's "
+                            f"{it['subset']!r}", record=q["id"])
+        it = dict(it, subset=q["level"], reference=dict(it["reference"], level=q["level"]),
+                  meta=dict(it["meta"], level=q["level"]))
+        out.append(it)
+    return out
 
 
 # ============================================================================================
@@ -363,16 +485,146 @@ class _Episode:
                 "stop_reason": self.stop_reason}
 
 
+_AT_ACTION_LINE = re.compile(r"(?m)^[ \t]*Action[ \t]*\d*[ \t]*:(?P<act>.*)$")
+_AT_ACTION = re.compile(r"^(\w+)\[(.+)\]$")
+_AT_FUZZY = re.compile(r"^(\w+)\[(.+)\]")
+
+
+def parse_agenttuning_action(text: str) -> tuple[str, str]:
+    """``(action type, argument)`` as AgentTuning's agent_arch.parse_action reads the text after
+    ``Action n:`` (here: the first ``Action n:`` line of the reply; a reply without one is read
+    whole); an unparsable action comes back as ``(text, "")``, which the loop answers as invalid."""
+    m = _AT_ACTION_LINE.search(text)
+    act = (m.group("act") if m else text).strip("\n").strip().replace("\n", "")
+    hit = _AT_ACTION.match(act)
+    if hit:
+        return hit.group(1), hit.group(2)
+    act = act.strip(" ").strip(".")
+    hit = _AT_FUZZY.match(act)
+    return (hit.group(1), hit.group(2)) if hit else (act, "")
+
+
+_TOKENIZER: Any = None
+
+
+def count_tokens(text: str) -> tuple[int, str]:
+    """``(tokens, counter)``: tiktoken ``cl100k_base`` (AgentTuning's counter) when installed,
+    else a labelled approximation (runs of word characters and single other non-space characters;
+    not cl100k, so the cap binds at a somewhat different length)."""
+    global _TOKENIZER
+    if _TOKENIZER is None:
+        try:
+            import tiktoken
+            _TOKENIZER = ("cl100k_base", tiktoken.get_encoding("cl100k_base"))
+        except Exception:                                  # not installed / no encoding file
+            _TOKENIZER = ("approx-regex", None)
+    name, enc = _TOKENIZER
+    if enc is not None:
+        return len(enc.encode(text)), name
+    return len(re.findall(r"\w+|[^\w\s]", text)), name
+
+
+class _ATEpisode(_Episode):
+    """AgentTuning's React_HotPotQA_run_Agent loop in chat form: the user turn holds the instruction,
+    the examples and the question; each assistant turn is one step ("Thought n: ... Action n: ...",
+    cut before a model-written Observation); the observation comes back as a user turn
+    "Observation n: ...". Upstream made two completion calls per step (Thought, then Action, each
+    stopped at a newline); here one reply carries both."""
+
+    def __init__(self, item: dict, o: dict, store: Any):
+        self.item = item
+        self.o = o
+        self.messages = copy.deepcopy(item["messages"])
+        if o["store"] == "local":
+            from .wikistore import WikiEnv
+            self.env = WikiEnv(store, o["similar_k"], o["lookup_unit"])
+        else:
+            docs = item.get("meta", {}).get("docs")
+            if not isinstance(docs, dict):
+                raise ValueError(f"HotpotQA item {item.get('id')!r} has no meta.docs document store")
+            self.env = DocEnv(docs, o["similar_k"])
+        self.trajectory = []
+        self.answer = ""
+        self.done = False
+        self.stop_reason = None
+        self.counter = None
+
+    def prompt_tokens(self) -> int:
+        n, self.counter = count_tokens("\n".join(m["content"] for m in self.messages))
+        return n
+
+    def advance(self, reply: str) -> None:
+        from .wikistore import NoPage, NOT_FOUND_LOOKUP as NO_PAGE
+        step = len(self.trajectory) + 1
+        text = reply if isinstance(reply, str) else ""
+        m = _OBS_CUT.search(text)
+        if m:
+            text = text[:m.start()]
+        text = text.strip()
+        name, arg = parse_agenttuning_action(text)
+        entry: dict[str, Any] = {"step": step, "assistant": text, "action": name, "argument": arg,
+                                 "observation": None}
+        self.trajectory.append(entry)
+        self.messages.append({"role": "assistant", "content": text})
+        if name == "Finish":
+            self.answer = arg
+            self.done, self.stop_reason = True, "finish"
+            return
+        if name == "Search":
+            obs = self.env.search(arg)
+        elif name == "Lookup":
+            try:
+                obs = self.env.lookup(arg)
+            except NoPage:
+                obs = NO_PAGE
+            if obs == NOT_FOUND_LOOKUP:     # DocEnv's message is the same text
+                obs = NO_PAGE
+        else:
+            obs = INVALID_ACTION
+        obs = obs.strip("\n").strip().replace("\n", "")    # upstream format_step
+        entry["observation"] = obs
+        self.messages.append({"role": "user", "content": f"Observation {step}: {obs}"})
+
+    def row(self) -> dict:
+        r = super().row()
+        r["token_counter"] = self.counter
+        return r
+
+
 def run_episodes(items: list[dict], generate: GenerateFn, options: dict | None = None) -> list[dict]:
     """Run every item as a ReAct episode; returns ``{"id", "prediction", "trajectory",
     "stop_reason"}`` per item, in item order. ``generate`` is called once per step with the
-    message lists of all unfinished episodes."""
+    message lists of all unfinished episodes. With ``protocol: agenttuning`` the defaults are
+    :data:`AGENTTUNING`'s and an episode also stops (answer "") when its prompt exceeds
+    ``context_cap_tokens`` before a step (stop reason ``context_cap``)."""
     o = dict(RUN_DEFAULTS)
-    o.update(options or {})
+    protocol = (options or {}).get("protocol", "distractor")
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"hotpotqa: protocol must be one of {PROTOCOLS}, got {protocol!r}")
+    if protocol == "agenttuning":
+        o.update(AGENTTUNING)
+    o.update({k: v for k, v in (options or {}).items() if v is not None or k not in AGENTTUNING})
     if int(o["max_steps"]) < 1:
         raise ValueError("max_steps must be >= 1")
-    episodes = [_Episode(it, o) for it in items]
+    if protocol == "agenttuning":
+        if o["store"] not in ("local", "distractor"):
+            raise ValueError(f"hotpotqa: store must be local or distractor, got {o['store']!r}")
+        store = None
+        if o["store"] == "local":
+            if not o.get("wiki_db"):
+                raise ValueError("hotpotqa: store local needs wiki_db (the built wiki store)")
+            from .wikistore import WikiStore
+            store = WikiStore(o["wiki_db"])
+        episodes: list[_Episode] = [_ATEpisode(it, o, store) for it in items]
+        cap = o.get("context_cap_tokens")
+    else:
+        episodes = [_Episode(it, o) for it in items]
+        cap = None
     for _ in range(int(o["max_steps"])):
+        if cap is not None:
+            for e in episodes:
+                if not e.done and e.prompt_tokens() > int(cap):
+                    e._stop("context_cap")
         active = [e for e in episodes if not e.done]
         if not active:
             break
@@ -428,3 +680,28 @@ def score(items: list[dict], predictions: dict[str, Any], options: dict | None =
     if stops and len(rows):
         metrics["finish_rate"] = 100.0 * stops.get("finish", 0) / len(rows)
     return metrics, rows
+
+
+def scoring_info(options: dict | None = None) -> dict:
+    """How the HotpotQA scores were produced, for the score file and the tables' notes: protocol,
+    document store (labelled: the closed distractor store is not Wikipedia search), steps, cap."""
+    o = dict(options or {})
+    protocol = o.get("protocol") or "distractor"
+    if protocol == "agenttuning":
+        run = {**AGENTTUNING, **{k: v for k, v in o.items() if v is not None}}
+        store = run["store"]
+        questions = o.get("questions") or "agenttuning300"
+    else:
+        run = {**RUN_DEFAULTS, **o}
+        store = "distractor"
+        questions = "loaded files" + (f", {o['per_level']} per level (seeded draw)" if o.get("per_level") else "")
+    label = ("local Wikipedia (2017 introductory paragraphs, SQLite FTS5; hermetic)" if store == "local"
+             else "closed distractor store (each question's own ten paragraphs; not Wikipedia search)")
+    info = {"protocol": protocol, "store": store, "store_label": label, "questions": questions,
+            "max_steps": run["max_steps"], "reward": "token F1 x100 (EM logged)"}
+    if protocol == "agenttuning":
+        info["context_cap_tokens"] = run["context_cap_tokens"]
+        info["token_counter"] = count_tokens("")[1]
+        info["similar_k"] = run["similar_k"]
+        info["lookup_unit"] = run["lookup_unit"] if store == "local" else "sentence"
+    return info
