@@ -48,6 +48,36 @@ MODELS = {
 }
 
 
+HOTPOT_DEV = "hotpotqa/hotpot_qa/distractor/validation-00000-of-00001.parquet"
+HOTPOT_TRAIN = "hotpotqa/hotpot_qa/distractor/train-00000-of-00001.parquet"
+HOTPOT_WIKI = "BeIR/hotpotqa/corpus.jsonl.gz"
+
+
+def hotpot_pages(out: Path) -> None:
+    """HotpotQA for AgentTuning's protocol (config/paper.yaml): the questions split over the train
+    and dev parquet files (its 300 questions come from both splits), and the local Wikipedia as
+    BEIR's ``corpus.jsonl.gz`` ({_id, title, text} per page): every context paragraph of the
+    questions, one page per title, gzip without name or time (the same bytes every build)."""
+    import gzip
+    import json
+
+    import pandas as pd
+    dev = pd.read_parquet(out / HOTPOT_DEV)
+    dev.iloc[0::2].to_parquet(out / HOTPOT_TRAIN, index=False)
+    dev.iloc[1::2].to_parquet(out / HOTPOT_DEV, index=False)
+    pages: dict[str, str] = {}
+    for ctx in dev["context"]:
+        titles, sentences = (ctx["title"], ctx["sentences"]) if isinstance(ctx, dict) else zip(*ctx)
+        for title, sents in zip(titles, sentences):
+            pages.setdefault(str(title), "".join(str(x) for x in sents))
+    lines = "".join(json.dumps({"_id": str(i), "title": t, "text": pages[t]}, sort_keys=True) + "\n"
+                    for i, t in enumerate(sorted(pages)))
+    dest = out / HOTPOT_WIKI
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with open(dest, "wb") as fh, gzip.GzipFile(filename="", mode="wb", fileobj=fh, mtime=0) as gz:
+        gz.write(lines.encode("utf-8"))
+
+
 def build_mirror(out: Path, seed: int = 0) -> Path:
     import pandas as pd
 
@@ -70,6 +100,7 @@ def build_mirror(out: Path, seed: int = 0) -> Path:
             dest = out / rel
             dest.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(path, dest)
+    hotpot_pages(out)
     shutil.rmtree(raw)
     # T-Eval's sentence-embedding model (data.sources.sbert, all-mpnet-base-v2): stood in for by the
     # packaged all-MiniLM-L6-v2 in the hub's layout (the sources lock records its sha256)

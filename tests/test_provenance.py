@@ -262,3 +262,19 @@ def test_score_and_summarize_stamp_their_results(tmp_path, monkeypatch, frozen_r
     # The summaries themselves are unchanged: no provenance column or key.
     assert Path("summary/scores.csv").read_text().splitlines()[0] == "model_id,benchmark,metric,value"
     assert "provenance" not in json.loads(Path("summary/experiments.json").read_text())
+
+
+def test_every_stage_that_stamps_its_outputs_is_a_stamped_stage():
+    """A stage calling ``_prov`` outside ``@_stamped`` fails only when its job runs (a merge once
+    dropped the decorator of eval_items): every such function carries the decorator."""
+    import ast
+    tree = ast.parse((ROOT / "src" / "agentflan" / "stages.py").read_text())
+    missing = []
+    for fn in tree.body:
+        if not isinstance(fn, ast.FunctionDef) or fn.name.startswith("_"):
+            continue
+        calls = {n.func.id for n in ast.walk(fn) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)}
+        decorated = {d.id for d in fn.decorator_list if isinstance(d, ast.Name)}
+        if "_prov" in calls and "_stamped" not in decorated:
+            missing.append(fn.name)
+    assert not missing, f"stages calling _prov without @_stamped: {missing}"

@@ -128,6 +128,7 @@ def wiki_store(raw_dir: str, files: list[str], out: str, expected_pages: int | N
     log.info("wiki store %s: %d pages from %s", out, info["pages"], [p.name for p in paths])
 
 
+@_stamped
 def eval_items(benchmark: str, raw_dir: str, options: dict, out: str) -> None:
     from .evaluation.registry import load_items
     items = load_items(benchmark, Path(raw_dir), options)
