@@ -595,10 +595,10 @@ def summarize(scores: list[str], models: dict, ablation_stats: list[str], metric
     if len(set(keys)) != len(keys):
         dup = sorted({k for k in keys if keys.count(k) > 1}, key=str)[0]
         raise DataError("scores", f"two score files give {' / '.join(map(str, dup))}")
-    if seeded:
-        if any(r["seed"] is None for r in rows):
-            raise DataError("scores", "some score files have a training seed and some do not")
-        rows.sort(key=lambda r: (r["model_id"], r["benchmark"], r["metric"], r["seed"]))
+    if seeded:   # base, external and API models have no seed (empty)
+        rows.sort(key=lambda r: (r["model_id"], r["benchmark"], r["metric"], -1 if r["seed"] is None else r["seed"]))
+        for r in rows:
+            r["seed"] = "" if r["seed"] is None else str(r["seed"])
     _write_csv(pd.DataFrame([{c: r[c] for c in columns} for r in rows], columns=columns), out / "scores.csv",
                *sorted(scores))
     # how each score was computed where it depends on more than the predictions (T-Eval: protocol,

@@ -261,8 +261,8 @@ class Summary:
             rows = _read_csv(p, ("model_id", "benchmark", "metric", "value"))
             for i, r in enumerate(rows, start=2):
                 key = (r["model_id"], r["benchmark"], r["metric"])
-                seed = 0
-                if "seed" in r:
+                seed = 0    # no seed column, or an empty seed (a model that is not seeded)
+                if (r.get("seed") or "").strip():
                     try:
                         seed = int(r["seed"])
                     except (TypeError, ValueError):
@@ -595,7 +595,7 @@ def _seed_notes(s: Summary, t: Table) -> list[str]:
     how = (f"[lo, hi] = its {b.level:.0%} bootstrap percentile interval ({b.resamples} resamples; each "
            f"draws the evaluation items, shared by the seeds, and {n} seeds with replacement; numpy seed "
            f"{b.seed}; {BOOTSTRAP_FILE})") if b is not None else "no interval (no bootstrap.csv)"
-    return [f"Models trained with several seeds (training.seeds: {n}; untrained models have one run): "
+    return [f"Models trained with {n} seeds (training.seeds; base and external models have one run): "
             f"a cell is the mean over the seeds, {how}."]
 
 
