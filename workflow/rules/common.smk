@@ -75,6 +75,11 @@ def score_seed(model_id):
     return of_seed(model_id)[1] if len(SEEDS) > 1 else None
 
 
+def finetune_dataset(wc):
+    """The ablation data set a fine-tune trains on: ``agentflan_s1`` (seed 1) trains on agentflan."""
+    return cfg.split_model_id(of_seed(f"{wc.dataset}-{wc.size}")[0])[0]
+
+
 def hub_or_mirror(name):
     """A hub repo id, or its copy under data.mirror (<mirror>/<repo_id>) when there is one."""
     mirror = config["data"]["mirror"]

@@ -83,11 +83,6 @@ if STANDINS:
             stage("standin_checkpoint")
 
 
-def finetune_dataset(wc):
-    """The ablation data set a fine-tune trains on: ``agentflan_s1`` (seed 1) trains on agentflan."""
-    return cfg.split_model_id(of_seed(f"{wc.dataset}-{wc.size}")[0])[0]
-
-
 rule finetune:
     """One fine-tune per (data set, size, training seed): the seed (training.seeds) replaces the
     recipe's seed and shows in train_config.json; a seed after the first is in the model id."""
