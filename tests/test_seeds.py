@@ -227,14 +227,54 @@ def test_duplicate_seed_is_refused(tmp_path, monkeypatch):
         _summarize(scores)
 
 
-def test_figures_draw_the_seed_intervals(tmp_path, monkeypatch):
-    """Figure 7's points are means over seeds with their bootstrap bars; the same summaries give
-    the same PNG bytes."""
-    monkeypatch.chdir(tmp_path)
-    scores = _two_seed_run()
-    _summarize(scores)
-    from agentflan.reporting import figures as F
+SEEDED = ("agentflan-7b", "agentflan-small")
+
+
+def _seeded_fixture(dst: Path) -> None:
+    """The reporting fixture's summaries with the Agent-FLAN models of Figures 1, 7 and 8 as two
+    seeds each (value ± 1) and a bootstrap cell of two seeds for each of their metrics."""
+    import shutil
+    from agentflan.reporting import bootstrap as B
+    shutil.copytree(Path(__file__).parent / "fixtures" / "summary", dst)
+    with open(dst / "scores.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    out, cells = [], []
+    for r in rows:
+        if r["model_id"] not in SEEDED:
+            out.append({**r, "seed": ""})
+            continue
+        v = float(r["value"])
+        out += [{**r, "seed": "0", "value": f"{v - 1:g}"}, {**r, "seed": "1", "value": f"{v + 1:g}"}]
+        cells.append({"kind": "cell", "model_id": r["model_id"], "ref_model_id": "", "benchmark": r["benchmark"],
+                      "metric": r["metric"], "estimate": f"{v:.6f}", "lo": f"{v - 3:.6f}", "hi": f"{v + 2:.6f}",
+                      "excludes_0": "", "n_items": "50", "n_seeds": "2", "n_seeds_ref": "", "resamples": "400",
+                      "level": "0.95", "seed": "0"})
+    with open(dst / "scores.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=["model_id", "benchmark", "metric", "seed", "value"], lineterminator="\n")
+        w.writeheader()
+        w.writerows(out)
+    (dst / "bootstrap.csv").write_text(B.to_csv(cells))
+
+
+def test_figures_draw_intervals_only_for_several_seeds(tmp_path):
+    _seeded_fixture(tmp_path / "seeded")
+    fixture = Path(__file__).parent / "fixtures" / "summary"
     from agentflan.reporting.tables import Summary
-    s = Summary(Path("summary"))
-    assert F._seed_interval(s, "agentflan-xs", "GSM8K") is not None
-    assert F._seed_interval(s, "base-xs", "GSM8K") is None           # one run: no bar
+    s = Summary(tmp_path / "seeded")
+    assert s.score("agentflan-7b", "T-Eval") == pytest.approx(float(next(
+        r["value"] for r in csv.DictReader(open(fixture / "scores.csv")) if r["model_id"] == "agentflan-7b"
+        and r["benchmark"] == "teval" and r["metric"] == "overall")))
+    assert s.n_seeds("agentflan-7b", "T-Eval") == 2 and s.n_seeds("base-7b", "T-Eval") == 1
+    import matplotlib.pyplot as plt
+    from agentflan.reporting.figures import figure1_data
+    d = figure1_data(s, [])
+    assert ("Agent-FLAN", "T-Eval") in d["intervals"] and ("Llama2-7B", "T-Eval") not in d["intervals"]
+    assert figure1_data(Summary(fixture), [])["intervals"] == {}
+    for fig in ("fig1", "fig7", "fig8"):
+        build_figure(fig, tmp_path / "seeded", REPORTED, tmp_path / f"{fig}-a.png")
+        build_figure(fig, tmp_path / "seeded", REPORTED, tmp_path / f"{fig}-b.png")
+        build_figure(fig, fixture, REPORTED, tmp_path / f"{fig}-one.png")
+        assert (tmp_path / f"{fig}-a.png").read_bytes() == (tmp_path / f"{fig}-b.png").read_bytes()
+        # drawn: the pixels differ from the one-seed figure's (not only the provenance chunk)
+        a, one = (plt.imread(tmp_path / f"{fig}-{k}.png") for k in ("a", "one"))
+        assert a.shape != one.shape or (a != one).any(), fig

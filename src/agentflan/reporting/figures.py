@@ -87,8 +87,7 @@ def _seed_interval(s: Summary, model_id: str, column: str) -> tuple[float, float
 
 def _interval_title(s: Summary) -> str:
     b = s.bootstrap
-    return (f"error bars: means over training seeds, {b.level:.0%} bootstrap intervals over items and "
-            f"seeds ({b.resamples} resamples)")
+    return f"means over training seeds; error bars: {b.level:.0%} bootstrap intervals (items and seeds)"
 
 
 def _draw_intervals(ax, pts: list[tuple[float, float, float]]) -> None:
@@ -177,7 +176,8 @@ def _fig1(s: Summary, entries: list[rep.Entry]) -> Any:
     for i, c in enumerate(d["columns"]):
         if c in d["labels"] and (d["highlight"], c) in d["bars"]:
             x = i - 0.4 + width * (hi + 0.5)
-            ax.text(x, d["bars"][(d["highlight"], c)] + ymax * 0.02,
+            top = max(d["bars"][(d["highlight"], c)], d["intervals"].get((d["highlight"], c), (0, 0))[1])
+            ax.text(x, top + ymax * 0.02,
                     fmt_num(d["labels"][c], 1, sign=True), ha="center", va="bottom",
                     color="green", fontweight="bold")
     ref = "the best series per column" if d["reference"] == "best" \
@@ -187,7 +187,7 @@ def _fig1(s: Summary, entries: list[rep.Entry]) -> Any:
     ax.set_xlabel("")
     title = f"Scores normalised to {ref} = 100%; label: {d['highlight']} minus best other"
     if d["intervals"]:
-        title += "; " + _interval_title(s)
+        title += "\n" + _interval_title(s)
     if d["not_run"]:
         title += "\nnot run: " + ", ".join(d["not_run"])
     ax.set_title(_caption(s, title), fontsize=8)
@@ -425,7 +425,7 @@ def _fig7(s: Summary, entries: list[rep.Entry]) -> Any:
     ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
     ax.set_xlabel("fraction of Agent-FLAN training data (%)")
     ax.set_ylabel("score (%)")
-    ax.set_title(_caption(s, "Data scaling" + ("; " + _interval_title(s) if seeded else "")), fontsize=8)
+    ax.set_title(_caption(s, "Data scaling" + ("\n" + _interval_title(s) if seeded else "")), fontsize=8)
     return fig
 
 
@@ -462,7 +462,7 @@ def _fig8(s: Summary, entries: list[rep.Entry]) -> Any:
         ax.set_title(m, fontsize=8)
         ax.set_xlabel("model size")
         ax.set_ylabel("score (%)")
-    fig.suptitle(_caption(s, "Model scaling" + ("; " + _interval_title(s) if seeded else "")), fontsize=8)
+    fig.suptitle(_caption(s, "Model scaling" + ("\n" + _interval_title(s) if seeded else "")), fontsize=8)
     return fig
 
 
