@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).parent))
@@ -109,6 +110,8 @@ def test_rehearsal_evaluates_every_model(rehearsal):
     work, _ = rehearsal
     from agentflan import config as cfg
     paper = cfg.load_config(ROOT / "config" / "paper.yaml")
+    # config/rehearsal.yaml trains one seed
+    paper["training"]["seeds"] = yaml.safe_load((ROOT / "config" / "rehearsal.yaml").read_text())["training"]["seeds"]
     for model in cfg.model_ids(paper):
         if model.startswith("agentflan_f") and model != "agentflan_f50-7b":
             continue

@@ -3,6 +3,13 @@ into datasets, model ids and table/figure row specs.
 
 Model ids are ``<dataset>-<size>`` (a fine-tuned model) or ``base-<size>`` (the untuned base:
 Llama-2 in the paper preset, the pretrained tiny model in the miniature).
+
+Training seeds (``training.seeds``, issue 11 item 3): the first seed's fine-tune of a data set
+keeps the plain id ``<dataset>-<size>``; every further seed ``s`` trains ``<dataset>_s<s>-<size>``
+(the seed on the data set part, so the id stays a ``model`` wildcard ``[a-z0-9_]+-[a-z0-9]+``).
+Data set names ending in ``_s<digits>`` are refused so the scheme is unambiguous. Base models
+(pretraining included) and external/API models are not seeded. :func:`split_seed` maps a seed's
+id back to the table's model id and the seed.
 """
 from __future__ import annotations
 
@@ -107,6 +114,9 @@ def validate(config: dict, source: str | Path | None = None) -> dict:
         keys = ["ablations", "datasets", name]
         if not re.fullmatch(r"[a-z0-9_]+", str(name)) or name == "base":
             _fail(source, keys, "data set names must match [a-z0-9_]+ and not be 'base'")
+        if SEED_SUFFIX.search(str(name)):
+            _fail(source, keys, "data set names must not end in _s<digits> (the training seeds' "
+                                "model ids are <dataset>_s<seed>-<size>)")
         if spec.get("format") not in ("react", "chat", "none"):
             _fail(source, keys + ["format"], f"unknown format {spec.get('format')!r}; "
                                              "known: react, chat, none")
@@ -116,6 +126,7 @@ def validate(config: dict, source: str | Path | None = None) -> dict:
                       f"unknown capability {cap!r}; known: {', '.join(CAPABILITIES)}")
             if isinstance(w, bool) or not isinstance(w, (int, float)) or not 0 <= w <= 1:
                 _fail(source, keys + ["weights", cap], f"weight {w!r} is not a number in [0, 1]")
+    _validate_seeds(config, source)
     for bench in config["evaluation"]["benchmarks"]:
         if bench not in BENCHMARKS:
             _fail(source, ["evaluation", "benchmarks", bench],
@@ -124,13 +135,30 @@ def validate(config: dict, source: str | Path | None = None) -> dict:
     return config
 
 
+def _validate_seeds(config: dict, source) -> None:
+    """``training.seeds``: distinct integers >= 0, at least one; absent, it is
+    ``[training.default.seed]`` (so a config without it trains exactly as before)."""
+    tr = config["training"]
+    if "seeds" not in tr:   # not written into the config: a config without it is unchanged
+        return
+    seeds = tr["seeds"]
+    if not isinstance(seeds, list) or not seeds:
+        _fail(source, ["training", "seeds"], f"expected a non-empty list of integers, got {seeds!r}")
+    for i, s in enumerate(seeds):
+        if isinstance(s, bool) or not isinstance(s, int) or s < 0:
+            _fail(source, ["training", "seeds", i], f"a seed is an integer >= 0, got {s!r}")
+    dup = sorted({s for s in seeds if seeds.count(s) > 1})
+    if dup:
+        _fail(source, ["training", "seeds"], f"seeds must be distinct, {dup[0]} appears twice")
+
+
 def _validate_evaluated_only(config: dict, source) -> None:
     """External and API model ids: usable as the ``model`` wildcard, distinct from the trained and
     base ids and from each other; an external model has exactly one of source/path/standin_of, its
     source is a data.sources model repo, system_prompt only with llama2-chat, standin_of names a
     model the run has."""
     ev = config["evaluation"]
-    own = set(_own_model_ids(config))
+    own = set(_own_model_ids(config)) | set(seed_model_ids(config))
     seen: dict[str, str] = {}
     for section in ("external_models", "api_models"):
         for mid in ev.get(section) or {}:
@@ -180,6 +208,9 @@ def load_config(path: str | Path, overrides: dict | None = None) -> dict:
     return validate(config, source=path)
 
 
+SEED_SUFFIX = re.compile(r"_s([0-9]+)$")
+
+
 def fraction_id(fraction: float) -> str:
     return f"agentflan_f{round(fraction * 100):02d}"
 
@@ -218,9 +249,42 @@ def evaluated_only_ids(config: dict) -> list[str]:
 
 
 def model_ids(config: dict) -> list[str]:
-    """Every model the experiments need: the trained ones, the base models, and the evaluated-only
-    ones (:func:`evaluated_only_ids`)."""
-    return sorted(set(_own_model_ids(config)) | set(evaluated_only_ids(config)))
+    """Every model the experiments need: the trained ones (every training seed's,
+    :func:`seed_model_ids`), the base models, and the evaluated-only ones (:func:`evaluated_only_ids`)."""
+    return sorted(set(_own_model_ids(config)) | set(seed_model_ids(config)) | set(evaluated_only_ids(config)))
+
+
+def seeds(config: dict) -> list[int]:
+    """``training.seeds`` (default ``[training.default.seed]``): the first is the plain ids' seed."""
+    tr = config["training"]
+    return list(tr.get("seeds") or [tr["default"]["seed"]])
+
+
+def seeded_model_id(model_id: str, seed: int, config: dict) -> str:
+    """The id of ``model_id`` (a fine-tune, ``<dataset>-<size>``) trained with ``seed``: the plain
+    id for the first of ``training.seeds``, else ``<dataset>_s<seed>-<size>``."""
+    if seed == seeds(config)[0]:
+        return model_id
+    dataset, size = split_model_id(model_id)
+    return f"{dataset}_s{seed}-{size}"
+
+
+def seed_model_ids(config: dict) -> list[str]:
+    """The fine-tunes of every training seed after the first (``<dataset>_s<seed>-<size>``)."""
+    trained = [m for m in _own_model_ids(config) if not m.startswith("base-")]
+    return sorted(seeded_model_id(m, s, config) for m in trained for s in seeds(config)[1:])
+
+
+def split_seed(config: dict, model_id: str) -> tuple[str, int | None]:
+    """``(table model id, training seed)`` of a model id: ``agentflan_s1-xs`` -> ``("agentflan-xs", 1)``;
+    a fine-tune's plain id has the first seed; base, external and API models have ``None``."""
+    dataset, size = split_model_id(model_id)
+    m = SEED_SUFFIX.search(dataset)
+    if m and model_id in seed_model_ids(config):
+        return f"{dataset[:m.start()]}-{size}", int(m.group(1))
+    if model_id in _own_model_ids(config) and dataset != "base":
+        return model_id, seeds(config)[0]
+    return model_id, None
 
 
 def _own_model_ids(config: dict) -> list[str]:
@@ -243,14 +307,18 @@ def split_model_id(model_id: str) -> tuple[str, str]:
     return dataset, size
 
 
-def training_recipe(config: dict, size: str, pretrain: bool = False) -> dict:
+def training_recipe(config: dict, size: str, pretrain: bool = False, seed: int | None = None) -> dict:
     """The effective recipe of one training job. Paths in it (``deepspeed``) stay as configured,
-    relative to the repository root, so rule params do not change when the checkout moves."""
+    relative to the repository root, so rule params do not change when the checkout moves.
+    ``seed``: a fine-tune's training seed (``training.seeds``), which replaces the recipe's
+    ``seed``; pretraining is not seeded per training seed."""
     recipe = copy.deepcopy(config["training"]["default"])
     if pretrain:
         recipe.update(config["models"]["pretrain"].get("recipe", {}))
     else:
         recipe.update(config["training"]["per_size"].get(size, {}))
+        if seed is not None:
+            recipe["seed"] = seed
     recipe["max_length"] = config["data"]["max_length"]
     if not recipe.get("per_device_batch_size"):
         recipe["per_device_batch_size"] = recipe["batch_size"]

@@ -548,8 +548,11 @@ def generate(model: str, items: dict, out: dict, generation: dict, options: dict
 
 
 @_stamped
-def score(model_id: str, items: dict, predictions: dict, options: dict, out: dict, per_sample: dict) -> None:
-    """Score every benchmark's predictions (never re-generates)."""
+def score(model_id: str, items: dict, predictions: dict, options: dict, out: dict, per_sample: dict,
+          seed: int | None = None) -> None:
+    """Score every benchmark's predictions (never re-generates). ``seed``: the training seed of a
+    model trained with several (training.seeds), recorded in the score file; ``model_id`` is then
+    the table's model id, shared by all its seeds."""
     from .evaluation.registry import score as run_score
     for benchmark in sorted(items):
         metrics, rows = run_score(benchmark, read_jsonl(items[benchmark]), read_jsonl(predictions[benchmark]),
@@ -557,6 +560,8 @@ def score(model_id: str, items: dict, predictions: dict, options: dict, out: dic
         stamp = _prov(items[benchmark], predictions[benchmark])
         record = {"benchmark": benchmark, "model_id": model_id, "n": len(rows), "metrics": metrics,
                   "provenance": stamp}
+        if seed is not None:
+            record["seed"] = seed
         if benchmark == "teval":    # protocol, files, similarity model and its weights' sha256
             from .evaluation.teval import scoring_info
             record["scoring"] = scoring_info(options.get(benchmark, {}))
@@ -588,14 +593,28 @@ def summarize(scores: list[str], models: dict, ablation_stats: list[str], metric
 
     from .train import load_metrics
     out = Path(out_dir)
+    # scores.csv: one row per model, benchmark and metric; with several training seeds (score files
+    # with a "seed", training.seeds) one row per seed as well, in a seed column (the tables show
+    # the mean over seeds and bootstrap.csv's interval)
     rows = []
+    seeded = False
     for path in sorted(scores):
         s = read_json(path)
+        seeded = seeded or "seed" in s
         for metric, value in sorted(s["metrics"].items()):
             if value is None or isinstance(value, (int, float)):
                 rows.append({"model_id": s["model_id"], "benchmark": s["benchmark"], "metric": metric,
-                             "value": value})
-    _write_csv(pd.DataFrame(rows, columns=["model_id", "benchmark", "metric", "value"]), out / "scores.csv",
+                             "seed": s.get("seed"), "value": value})
+    columns = ["model_id", "benchmark", "metric", *(["seed"] if seeded else []), "value"]
+    keys = [tuple(r[c] for c in columns[:-1]) for r in rows]
+    if len(set(keys)) != len(keys):
+        dup = sorted({k for k in keys if keys.count(k) > 1}, key=str)[0]
+        raise DataError("scores", f"two score files give {' / '.join(map(str, dup))}")
+    if seeded:   # base, external and API models have no seed (empty)
+        rows.sort(key=lambda r: (r["model_id"], r["benchmark"], r["metric"], -1 if r["seed"] is None else r["seed"]))
+        for r in rows:
+            r["seed"] = "" if r["seed"] is None else str(r["seed"])
+    _write_csv(pd.DataFrame([{c: r[c] for c in columns} for r in rows], columns=columns), out / "scores.csv",
                *sorted(scores))
     # how each score was computed where it depends on more than the predictions (T-Eval: protocol,
     # files, similarity model and its sha256), {benchmark: {model_id: info}}, printed in table notes

@@ -33,6 +33,9 @@ API_MODELS = cfg.api_models(config)
 EVALUATED_ONLY = cfg.evaluated_only_ids(config)
 OWN_IDS = [m for m in MODEL_IDS if m not in EVALUATED_ONLY]
 TRAINED_IDS = [m for m in OWN_IDS if not m.startswith("base-")]
+# training.seeds: the first seed's fine-tunes keep <dataset>-<size>, a further seed s trains
+# <dataset>_s<s>-<size> (agentflan.config.split_seed); base, external and API models are not seeded
+SEEDS = cfg.seeds(config)
 BENCHMARKS = list(cfg.BENCHMARKS)
 SOURCES = ["agentflan", "sharegpt", "teval", "glaive", "hotpotqa", "mmlu", "gsm8k", "humaneval"]
 if PRESET == "miniature":
@@ -59,6 +62,22 @@ def stage(name):
 
 def size_of(model_id):
     return cfg.split_model_id(model_id)[1]
+
+
+def of_seed(model_id):
+    """(the table's model id, training seed or None) of a model id (agentflan.config.split_seed)."""
+    return cfg.split_seed(config, model_id)
+
+
+def score_seed(model_id):
+    """The seed a score file records (bootstrap pools a model's seeds by it): only with several
+    training seeds, and only for trained models."""
+    return of_seed(model_id)[1] if len(SEEDS) > 1 else None
+
+
+def finetune_dataset(wc):
+    """The ablation data set a fine-tune trains on: ``agentflan_s1`` (seed 1) trains on agentflan."""
+    return cfg.split_model_id(of_seed(f"{wc.dataset}-{wc.size}")[0])[0]
 
 
 def hub_or_mirror(name):
@@ -174,9 +193,13 @@ def _models_meta():
             else:
                 meta[m]["requested_model"] = spec["model"]
             continue
+        table_id, seed = of_seed(m)
         meta[m] = {"size": size, "size_label": config["models"]["sizes"][size]["label"],
-                   "dataset_id": "" if dataset == "base" else dataset, "base": base_model(size),
+                   "dataset_id": "" if dataset == "base" else cfg.split_model_id(table_id)[0],
+                   "base": base_model(size),
                    "trained": dataset != "base", "kind": "base" if dataset == "base" else "trained"}
+        if len(SEEDS) > 1 and seed is not None:     # with several seeds: which model and seed it is
+            meta[m].update({"seed": seed, "table_model_id": table_id})
     return meta
 
 

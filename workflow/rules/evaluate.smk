@@ -92,7 +92,9 @@ rule score:
         per_sample=[f"{RESULTS}/eval/{{model}}/{b}.per_sample.jsonl" for b in BENCHMARKS],
     params:
         args=lambda wc: as_params(
-            model_id=wc.model,
+            # a training seed's model scores as its table's model, with its seed (bootstrap pools them)
+            model_id=of_seed(wc.model)[0],
+            **({"seed": score_seed(wc.model)} if score_seed(wc.model) is not None else {}),
             items={b: f"{DATA}/eval/{b}.jsonl" for b in BENCHMARKS},
             predictions=_eval_paths(wc.model, "predictions.jsonl"),
             options=_score_options(),

@@ -1,5 +1,5 @@
 # Models: tiny Llama initialisation and pretraining (miniature only), then one fine-tuning job per
-# (dataset, size). Code: agentflan.{modeling,train}; config keys: models.*, training.*
+# (dataset, size, training seed). Code: agentflan.{modeling,train}; config keys: models.*, training.*
 
 
 rule init_model:
@@ -84,12 +84,14 @@ if STANDINS:
 
 
 rule finetune:
+    """One fine-tune per (data set, size, training seed): the seed (training.seeds) replaces the
+    recipe's seed and shows in train_config.json; a seed after the first is in the model id."""
     conda:
         "../../envs/train-gpu.yaml"
     wildcard_constraints:
         dataset="(?!(?:base|init)-)[a-z0-9_]+",
     input:
-        data=f"{DATA}/ablations/{{dataset}}/train.jsonl",
+        data=lambda wc: f"{DATA}/ablations/{finetune_dataset(wc)}/train.jsonl",
         base=lambda wc: local_model_input(f"base-{wc.size}"),
     output:
         model=directory(f"{RESULTS}/models/{{dataset}}-{{size}}"),
@@ -98,11 +100,11 @@ rule finetune:
     params:
         args=lambda wc: as_params(
             base_model=base_model(wc.size),
-            data=f"{DATA}/ablations/{wc.dataset}/train.jsonl",
+            data=f"{DATA}/ablations/{finetune_dataset(wc)}/train.jsonl",
             out_dir=f"{RESULTS}/models/{wc.dataset}-{wc.size}",
             metrics=f"{RESULTS}/train/{wc.dataset}-{wc.size}/metrics.jsonl",
             config_out=f"{RESULTS}/train/{wc.dataset}-{wc.size}/train_config.json",
-            recipe=cfg.training_recipe(config, wc.size),
+            recipe=cfg.training_recipe(config, wc.size, seed=of_seed(f"{wc.dataset}-{wc.size}")[1]),
             model_id=f"{wc.dataset}-{wc.size}",
             checkpoint_dir=f"{RESULTS}/checkpoints/{wc.dataset}-{wc.size}",
             threads=THREADS,

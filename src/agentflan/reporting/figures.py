@@ -2,7 +2,8 @@
 
 Determinism: the Agg backend, a fixed figure size and dpi, fixed rc parameters, no seaborn error
 bars (its bootstrap is random; Figure 4's error bars are the seeded intervals of
-``summary/bootstrap.csv``, :mod:`agentflan.reporting.bootstrap`), and
+``summary/bootstrap.csv``, :mod:`agentflan.reporting.bootstrap`; Figures 1, 7 and 8 draw that
+file's interval for a score that is a mean over several training seeds), and
 ``metadata={"Software": None}`` so the PNG carries neither a version string nor a timestamp.
 Same summaries -> same bytes. The one text chunk is the provenance stamp
 (``agentflan-provenance``: code hash, config subset, package versions, input hashes;
@@ -73,6 +74,31 @@ def _score(s: Summary, model_id: str, column: str, what: str) -> float | None:
     return s.score(model_id, column)
 
 
+def _seed_interval(s: Summary, model_id: str, column: str) -> tuple[float, float] | None:
+    """``(lo, hi)`` of a score that is a mean over several training seeds (training.seeds): its
+    bootstrap interval over items and seeds (``bootstrap.csv``); None for one seed (Figures 1, 7
+    and 8 then draw no bar, as before seeds existed)."""
+    b = s.bootstrap
+    r = b.cell(model_id, *METRICS[column]) if b is not None else None
+    if r is None or r["n_seeds"] < 2:
+        return None
+    return r["lo"], r["hi"]
+
+
+def _interval_title(s: Summary) -> str:
+    b = s.bootstrap
+    return f"means over training seeds; error bars: {b.level:.0%} bootstrap intervals (items and seeds)"
+
+
+def _draw_intervals(ax, pts: list[tuple[float, float, float]]) -> None:
+    """Vertical bars ``[lo, hi]`` at ``x`` (drawn around the interval's midpoint: a percentile
+    interval need not be centred on the mean), for ``(x, lo, hi)``."""
+    if pts:
+        ax.errorbar([x for x, _, _ in pts], [(lo + hi) / 2 for _, lo, hi in pts],
+                    yerr=[(hi - lo) / 2 for _, lo, hi in pts], fmt="none", ecolor="black",
+                    elinewidth=0.8, capsize=2)
+
+
 # ---------------------------------------------------------------------------------------------
 # Figure 1: grouped bars normalised to a reference, Agent-FLAN-minus-best-other labels
 # ---------------------------------------------------------------------------------------------
@@ -116,13 +142,20 @@ def figure1_data(s: Summary, entries: list[rep.Entry], reference: str | None = N
     columns = [c for c in columns if c in refs]
     bars = {(lab, c): raw[(lab, c)] / refs[c] * 100.0 for lab in labels_ for c in columns
             if (lab, c) in raw}
+    # several training seeds: the bar is the mean, its interval normalised like the bar
+    intervals = {}
+    for e in series:
+        for c in columns:
+            iv = _seed_interval(s, e["model_id"], c) if (e["label"], c) in bars else None
+            if iv is not None:
+                intervals[(e["label"], c)] = (iv[0] / refs[c] * 100.0, iv[1] / refs[c] * 100.0)
     labels = {}
     for c in columns:
         others = [bars[(lab, c)] for lab in labels_ if lab != highlight and (lab, c) in bars]
         if (highlight, c) in bars and others:
             labels[c] = bars[(highlight, c)] - max(others)
     return {"reference": reference, "columns": columns, "not_run": not_run, "bars": bars,
-            "labels": labels, "highlight": highlight, "series": labels_}
+            "labels": labels, "highlight": highlight, "series": labels_, "intervals": intervals}
 
 
 def _fig1(s: Summary, entries: list[rep.Entry]) -> Any:
@@ -134,13 +167,17 @@ def _fig1(s: Summary, entries: list[rep.Entry]) -> Any:
     fig, ax = plt.subplots(figsize=(7.0, 3.8))
     sns.barplot(data=df, x="column", y="value", hue="series", order=d["columns"],
                 hue_order=d["series"], errorbar=None, ax=ax, palette="Blues")
-    ymax = max(df["value"].max(), 1.0)
+    ymax = max(df["value"].max(), *(h for _, h in d["intervals"].values()), 1.0)
     hi = d["series"].index(d["highlight"])
     width = 0.8 / len(d["series"])
+    _draw_intervals(ax, [(i - 0.4 + width * (j + 0.5), *d["intervals"][(lab, c)])
+                         for i, c in enumerate(d["columns"]) for j, lab in enumerate(d["series"])
+                         if (lab, c) in d["intervals"]])
     for i, c in enumerate(d["columns"]):
         if c in d["labels"] and (d["highlight"], c) in d["bars"]:
             x = i - 0.4 + width * (hi + 0.5)
-            ax.text(x, d["bars"][(d["highlight"], c)] + ymax * 0.02,
+            top = max(d["bars"][(d["highlight"], c)], d["intervals"].get((d["highlight"], c), (0, 0))[1])
+            ax.text(x, top + ymax * 0.02,
                     fmt_num(d["labels"][c], 1, sign=True), ha="center", va="bottom",
                     color="green", fontweight="bold")
     ref = "the best series per column" if d["reference"] == "best" \
@@ -149,6 +186,8 @@ def _fig1(s: Summary, entries: list[rep.Entry]) -> Any:
     ax.set_ylabel("Rel. score (%)")
     ax.set_xlabel("")
     title = f"Scores normalised to {ref} = 100%; label: {d['highlight']} minus best other"
+    if d["intervals"]:
+        title += "\n" + _interval_title(s)
     if d["not_run"]:
         title += "\nnot run: " + ", ".join(d["not_run"])
     ax.set_title(_caption(s, title), fontsize=8)
@@ -344,13 +383,25 @@ def _fig6(s: Summary, entries: list[rep.Entry]) -> Any:
 # ---------------------------------------------------------------------------------------------
 
 def _metric_rows(s: Summary, model_id: str, what: str, extra: dict) -> list[dict]:
+    """A point per agent metric; ``lo``/``hi``: its interval when it is a mean over seeds."""
     rows = []
     s.require_model(model_id, what)
     for label, col in AGENT_METRICS:
         v = s.score(model_id, col)
         if v is not None:
-            rows.append({**extra, "metric": label, "score": v})
+            iv = _seed_interval(s, model_id, col)
+            rows.append({**extra, "metric": label, "score": v,
+                         **({"lo": iv[0], "hi": iv[1]} if iv is not None else {})})
     return rows
+
+
+def _point_intervals(ax, df: pd.DataFrame, x: str) -> bool:
+    """Draw the rows' ``[lo, hi]`` (several seeds) at column ``x``; True when any was drawn."""
+    if "lo" not in df.columns:
+        return False
+    sub = df[df["lo"].notna()]
+    _draw_intervals(ax, [(float(r[x]), float(r["lo"]), float(r["hi"])) for _, r in sub.iterrows()])
+    return not sub.empty
 
 
 def _fig7(s: Summary, entries: list[rep.Entry]) -> Any:
@@ -367,13 +418,14 @@ def _fig7(s: Summary, entries: list[rep.Entry]) -> Any:
     sns.lineplot(data=df, x="fraction", y="score", hue="metric", marker="o", errorbar=None,
                  estimator=None, sort=True, ax=ax,
                  hue_order=[m for m, _ in AGENT_METRICS if m in set(df["metric"])])
+    seeded = _point_intervals(ax, df, "fraction")
     ax.axvline(25, ls=":", lw=0.8, color="grey")
     ax.text(25, ax.get_ylim()[1], " paper: 25% gives most of the gain", fontsize=6, color="grey",
             va="top")
     ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
     ax.set_xlabel("fraction of Agent-FLAN training data (%)")
     ax.set_ylabel("score (%)")
-    ax.set_title(_caption(s, "Data scaling"), fontsize=8)
+    ax.set_title(_caption(s, "Data scaling" + ("\n" + _interval_title(s) if seeded else "")), fontsize=8)
     return fig
 
 
@@ -397,10 +449,12 @@ def _fig8(s: Summary, entries: list[rep.Entry]) -> Any:
         df["params"] = [float(order.index(sz)) for sz in df["size"]]
     fig, axes = plt.subplots(1, len(metrics), figsize=(3.4 * len(metrics), 3.4), squeeze=False)
     ticks = df.drop_duplicates("params").sort_values("params")
+    seeded = False
     for ax, m in zip(axes[0], metrics):
         sub = df[df["metric"] == m]
         sns.lineplot(data=sub, x="params", y="score", hue="series", marker="o", errorbar=None,
                      estimator=None, sort=True, ax=ax, hue_order=[x["label"] for x in series])
+        seeded = _point_intervals(ax, sub, "params") or seeded
         if log_x:
             ax.set_xscale("log")
         ax.set_xticks(list(ticks["params"]), list(ticks["size"]))
@@ -408,7 +462,7 @@ def _fig8(s: Summary, entries: list[rep.Entry]) -> Any:
         ax.set_title(m, fontsize=8)
         ax.set_xlabel("model size")
         ax.set_ylabel("score (%)")
-    fig.suptitle(_caption(s, "Model scaling"), fontsize=8)
+    fig.suptitle(_caption(s, "Model scaling" + ("\n" + _interval_title(s) if seeded else "")), fontsize=8)
     return fig
 
 

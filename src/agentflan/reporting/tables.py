@@ -245,17 +245,38 @@ class Summary:
     # scores.csv ------------------------------------------------------------------------------
     @property
     def scores(self) -> dict[tuple[str, str, str], float]:
+        """``{(model_id, benchmark, metric): value}``; with a ``seed`` column (several training
+        seeds) the mean over the model's seeds (:attr:`score_seeds` has their values)."""
+        return self._cached("scores", lambda: {k: sum(v.values()) / len(v)
+                                               for k, v in self.score_seeds.items()})
+
+    @property
+    def score_seeds(self) -> dict[tuple[str, str, str], dict[int, float]]:
+        """``{(model_id, benchmark, metric): {training seed: value}}`` of scores.csv (seed 0 when
+        the file has no ``seed`` column: one training seed)."""
         def load():
             p = self.path("scores.csv")
-            out: dict[tuple[str, str, str], float] = {}
-            for i, r in enumerate(_read_csv(p, ("model_id", "benchmark", "metric", "value")), start=2):
+            out: dict[tuple[str, str, str], dict[int, float]] = {}
+            rows = _read_csv(p, ("model_id", "benchmark", "metric", "value"))
+            for i, r in enumerate(rows, start=2):
                 key = (r["model_id"], r["benchmark"], r["metric"])
-                if key in out:
-                    raise DataError(p, f"duplicate score {key}", line=i)
+                seed = 0    # no seed column, or an empty seed (a model that is not seeded)
+                if (r.get("seed") or "").strip():
+                    try:
+                        seed = int(r["seed"])
+                    except (TypeError, ValueError):
+                        raise DataError(p, f"seed {r['seed']!r} is not an integer", line=i) from None
+                if seed in out.get(key, {}) or (key in out and not (r["value"] or "").strip()):
+                    raise DataError(p, f"duplicate score {key}" + (f" seed {seed}" if "seed" in r else ""), line=i)
                 if (r["value"] or "").strip():  # empty = the scorer could not compute this metric
-                    out[key] = _float(p, i, "value", r["value"])
+                    out.setdefault(key, {})[seed] = _float(p, i, "value", r["value"])
             return out
-        return self._cached("scores", load)
+        return self._cached("score_seeds", load)
+
+    def n_seeds(self, model_id: str, column: str) -> int:
+        """How many training seeds a cell's score is the mean of (1 for untrained models)."""
+        bench, metric = METRICS[column]
+        return len(self.score_seeds.get((model_id, bench, metric)) or {0: None})
 
     def require_model(self, model_id: str, what: str) -> None:
         if model_id not in self._cached("score_models", lambda: {k[0] for k in self.scores}):
@@ -496,6 +517,9 @@ def _cell_interval(t: Table, s: Summary, row: str, column: str, model_id: str, m
     b = s.bootstrap
     r = b.cell(model_id, *METRICS[metric_column]) if b is not None else None
     if r is None:
+        n = s.n_seeds(model_id, metric_column)
+        if n > 1:   # a mean over seeds without per-item scores to resample (no interval)
+            t.annotate(row, column, md=f"{fmt_num(v)} (mean of {n} seeds)", n_seeds=str(n))
         return v
     lo, hi = fmt_num(r["lo"]), fmt_num(r["hi"])
     if r["n_seeds"] > 1:
@@ -557,6 +581,21 @@ def _bootstrap_notes(s: Summary, comps: list[Comparison], shown: list[dict],
         notes.append("Where a model has several training seeds, its score is the mean over seeds, "
                      "[lo, hi] its interval, and every resample also draws the seeds.")
     return notes
+
+
+def _seed_notes(s: Summary, t: Table) -> list[str]:
+    """What a cell of several training seeds (training.seeds) shows, once per table."""
+    counts = sorted({int(c["extra"]["n_seeds"]) for c in t.cells.values()
+                     if int(c["extra"].get("n_seeds") or 1) > 1})
+    if not counts:
+        return []
+    b = s.bootstrap
+    n = " or ".join(str(k) for k in counts)
+    how = (f"[lo, hi] = its {b.level:.0%} bootstrap percentile interval ({b.resamples} resamples; each "
+           f"draws the evaluation items, shared by the seeds, and {n} seeds with replacement; numpy seed "
+           f"{b.seed}; {BOOTSTRAP_FILE})") if b is not None else "no interval (no bootstrap.csv)"
+    return [f"Models trained with {n} seeds (training.seeds; base and external models have one run): "
+            f"a cell is the mean over the seeds, {how}."]
 
 
 def _paper(idx: dict, table_id: str, row: str, column: str, **kw) -> str:
@@ -1024,6 +1063,7 @@ def make_table(table_id: str, summary_dir: str | Path, reported_path: str | Path
     s = Summary(summary_dir)
     entries = rep.load_reported(reported_path)
     t = BUILDERS[table_id](s, entries)
+    t.footnotes += _seed_notes(s, t)
     if "T-Eval" in t.columns and any(c == "T-Eval" and cell["ours"] for (_, c), cell in t.cells.items()):
         t.footnotes += _teval_notes(s)
     if table_id == "table1":
