@@ -58,8 +58,9 @@ def test_rehearsal_builds_every_table_and_figure(rehearsal):
     lock = json.loads((work / "data" / RUN / "sources.lock.json").read_text())
     # every data source of config/paper.yaml, T-Eval's sentence-embedding model (sbert) and the
     # external checkpoints (evaluation.external_models)
+    # the external checkpoints (evaluation.external_models) and HotpotQA's local Wikipedia (hotpotwiki)
     assert set(lock) == {"agentflan", "sharegpt", "teval", "glaive", "hotpotqa", "mmlu", "gsm8k", "humaneval", "sbert",
-                         "agentlm7b", "agentflan7b", "fireact7b"}
+                         "hotpotwiki", "agentlm7b", "agentflan7b", "fireact7b"}
 
 
 def test_rehearsal_trains_as_the_paper_preset_does(rehearsal):
