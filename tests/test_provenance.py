@@ -236,7 +236,7 @@ def test_score_and_summarize_stamp_their_results(tmp_path, monkeypatch, frozen_r
     sc = json.loads(Path("res/m-xs/gsm8k.scores.json").read_text())
     assert sc["metrics"] == {"accuracy": 100.0}
     st = sc["provenance"]
-    assert st["config"] == {"model_id": "m-xs", "options": {}}
+    assert st["config"] == {"model_id": "m-xs", "options": {}, "seed": None}     # seed: training.seeds
     assert st["inputs"] == {"eval/gsm8k.jsonl": _sha(tmp_path / "eval/gsm8k.jsonl"),
                             "res/m-xs/gsm8k.predictions.jsonl": _sha(tmp_path / "res/m-xs/gsm8k.predictions.jsonl")}
     assert json.loads(Path("res/m-xs/gsm8k.per_sample.jsonl.provenance.json").read_text()) == st
