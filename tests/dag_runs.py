@@ -7,8 +7,9 @@ on which tests/test_dag.py, tests/test_determinism.py and tests/test_bundle.py a
 environment that emulates another machine, SIGKILLed and rerun at four points (determinism and kill
 checks need no learning); and :func:`learning_run`, the smoke config's full recipes run only as far
 as the scores of the models whose learning tests/test_dag.py checks (pretraining, two fine-tunes).
-The cache is per process: every test that uses these runs carries ``xdist_group("dag")`` so that
-pytest-xdist (pyproject.toml: two workers) gives them all to one worker.
+The cache is per process: every test that uses the fast reference or the other-machine run carries
+``xdist_group("dag")`` so that pytest-xdist (pyproject.toml: two workers) gives them all to one
+worker; the learning run's tests carry ``xdist_group("learning")`` (it shares nothing with them).
 """
 from __future__ import annotations
 
