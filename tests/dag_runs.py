@@ -68,6 +68,15 @@ def snakemake_cmd(workdir: Path, cfg: Path, *extra: str, targets: tuple[str, ...
             "--cores", "2", *targets, "--configfile", str(cfg), *extra]
 
 
+def dry_run(workdir: Path, *args: str) -> str:
+    """``snakemake -n -p`` of the Snakefile in ``workdir`` (args: --configfile etc.); its stdout."""
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--directory", str(workdir),
+           "--cores", "1", "-n", "-p", *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    return proc.stdout
+
+
 def _clean_env(extra: dict | None = None) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTFLAN_")}
     env.update(extra or {})

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import csv
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+import dag_runs  # tests/ is on sys.path (pytest's default "prepend" import mode)
 import yaml
 
 from agentflan import config as cfg
@@ -85,11 +85,7 @@ def test_paper_preset_trains_three_seeds():
 
 # ---------------------------------------------------------------------------- the DAG
 def _dry(tmp_path, *args):
-    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--directory", str(tmp_path),
-           "--cores", "1", "-n", "-p", *args]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
-    return proc.stdout
+    return dag_runs.dry_run(tmp_path, *args)
 
 
 def test_dry_run_plans_every_seed(tmp_path):
