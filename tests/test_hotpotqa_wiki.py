@@ -329,3 +329,21 @@ def test_agenttuning_episodes_resume_keys_through_the_registry(store):
                         {"protocol": "agenttuning", "wiki_db": str(store.path)}, step_ids=True)
     assert names == [["hotpotqa/a#1", "hotpotqa/b#1"], ["hotpotqa/a#2", "hotpotqa/b#2"]]
     assert [r["prediction"] for r in rows] == ["yes", "yes"]
+
+
+def test_table_notes_name_the_hotpotqa_protocol_and_store(tmp_path):
+    """Every table with our HotpotQA numbers says which protocol and document store produced them
+    (summary/scoring.json, from the score files); two protocols in one run get one note each."""
+    from agentflan.evaluation.hotpotqa import scoring_info
+    from agentflan.reporting import tables
+    closed = scoring_info({})
+    (tmp_path / "scoring.json").write_text(json.dumps({"hotpotqa": {"agentflan-xs": closed, "react-xs": closed}}))
+    (note,) = tables._hotpotqa_notes(tables.Summary(tmp_path))
+    assert "protocol distractor" in note and "not Wikipedia search" in note and "at most 4 steps" in note
+    agenttuning = scoring_info({"protocol": "agenttuning", "store": "local"})
+    (tmp_path / "scoring.json").write_text(json.dumps({"hotpotqa": {"agentflan-xs": agenttuning, "react-xs": closed}}))
+    notes = tables._hotpotqa_notes(tables.Summary(tmp_path))
+    assert len(notes) == 2
+    assert "AgentTuning's (2-shot text ReAct)" in notes[0] and "[agentflan-xs]" in notes[0]
+    assert "local Wikipedia" in notes[0] and "at most 10 steps" in notes[0] and "context cap" in notes[0]
+    assert "[react-xs]" in notes[1]

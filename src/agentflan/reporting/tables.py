@@ -826,30 +826,53 @@ def _agenth_notes(s: Summary, model_ids: list[str]) -> list[str]:
     return notes
 
 
-def _teval_notes(s: Summary) -> list[str]:
-    """How the run's T-Eval scores were computed (summary/scoring.json, from the score files):
-    protocol, data files, similarity model and the sha256 of its weights."""
+def _scoring_notes(s: Summary, benchmark: str, name: str, describe) -> list[str]:
+    """How the run's ``benchmark`` scores were computed (summary/scoring.json, from the score
+    files' ``scoring`` records): one note per distinct description, naming its models if several."""
     if not (s.dir / "scoring.json").is_file():
-        return ["T-Eval scoring details were not recorded (no scoring.json in the summary)."]
+        return [f"{name} scoring details were not recorded (no scoring.json in the summary)."]
     path = s.path("scoring.json")
     data = read_json(path)
-    per_model = data.get("teval") if isinstance(data, dict) else None
+    per_model = data.get(benchmark) if isinstance(data, dict) else None
     if not isinstance(per_model, dict) or not per_model:
-        return [f"T-Eval scoring details were not recorded (no teval entry in {path.name})."]
+        return [f"{name} scoring details were not recorded (no {benchmark} entry in {path.name})."]
     groups: dict[str, list[str]] = {}
     for mid, info in sorted(per_model.items()):
         if not isinstance(info, dict):
-            raise DataError(path, "teval entry is not an object", record=mid)
-        sha = info.get("similarity_model_sha256")
-        text = (f"T-Eval protocol {info.get('protocol')} ({'plan threshold ' + fmt_plain(info.get('plan_threshold'))}), "
-                f"{info.get('files')} data files, similarity {info.get('similarity_model')}"
-                + (f" (model.safetensors sha256 {sha})" if sha else "")
-                + ("" if info.get("similarity") != "bow" else ": a labelled fallback, not T-Eval's metric")
-                + ("; outputs cleaned with T-Eval's split_special_tokens" if info.get("clean_up") else ""))
-        groups.setdefault(text, []).append(mid)
+            raise DataError(path, f"{benchmark} entry is not an object", record=mid)
+        groups.setdefault(describe(info), []).append(mid)
     if len(groups) == 1:
         return [next(iter(groups)) + "."]
     return [f"{text} [{', '.join(mids)}]." for text, mids in groups.items()]
+
+
+def _teval_text(info: dict) -> str:
+    sha = info.get("similarity_model_sha256")
+    return (f"T-Eval protocol {info.get('protocol')} ({'plan threshold ' + fmt_plain(info.get('plan_threshold'))}), "
+            f"{info.get('files')} data files, similarity {info.get('similarity_model')}"
+            + (f" (model.safetensors sha256 {sha})" if sha else "")
+            + ("" if info.get("similarity") != "bow" else ": a labelled fallback, not T-Eval's metric")
+            + ("; outputs cleaned with T-Eval's split_special_tokens" if info.get("clean_up") else ""))
+
+
+def _hotpotqa_text(info: dict) -> str:
+    protocol = info.get("protocol")
+    name = "AgentTuning's (2-shot text ReAct)" if protocol == "agenttuning" else f"{protocol} (ours, zero-shot JSON tool calls)"
+    text = (f"HotpotQA protocol {name}: questions {info.get('questions')}, {info.get('store_label')}, "
+            f"at most {info.get('max_steps')} steps")
+    if info.get("context_cap_tokens") is not None:
+        text += f", context cap {info['context_cap_tokens']} tokens ({info.get('token_counter')})"
+    return text + f"; reward {info.get('reward')}"
+
+
+def _teval_notes(s: Summary) -> list[str]:
+    """T-Eval: protocol, data files, similarity model and the sha256 of its weights."""
+    return _scoring_notes(s, "teval", "T-Eval", _teval_text)
+
+
+def _hotpotqa_notes(s: Summary) -> list[str]:
+    """HotpotQA: protocol, questions, document store (labelled), steps and context cap."""
+    return _scoring_notes(s, "hotpotqa", "HotpotQA", _hotpotqa_text)
 
 
 # --------------------------------------------------------------------------------------------
@@ -1066,6 +1089,8 @@ def make_table(table_id: str, summary_dir: str | Path, reported_path: str | Path
     t.footnotes += _seed_notes(s, t)
     if "T-Eval" in t.columns and any(c == "T-Eval" and cell["ours"] for (_, c), cell in t.cells.items()):
         t.footnotes += _teval_notes(s)
+    if "HotpotQA" in t.columns and any(c == "HotpotQA" and cell["ours"] for (_, c), cell in t.cells.items()):
+        t.footnotes += _hotpotqa_notes(s)
     if table_id == "table1":
         md = _md_table1(s, t)
     else:
