@@ -3,8 +3,9 @@
 Prompts are rendered and tokenised by the model's chat format (:mod:`agentflan.chat_formats`;
 ``agentflan``, the default: exactly as in training,
 :meth:`agentflan.template.SegmentTokenizer.encode_prompt`; ``llama2-chat`` for external
-Llama-2-chat checkpoints) and decoded greedily until the format's stop string (Agent-FLAN: the
-assistant end tag ``ി\\n``; llama2-chat: none), EOS or ``max_new_tokens``, by one of three backends
+Llama-2-chat checkpoints such as AgentLM; ``fireact`` for FireAct's Alpaca-style prompt) and
+decoded greedily until the format's stop string (Agent-FLAN: the assistant end tag ``ി\\n``;
+fireact: ``\\nObservation:``; llama2-chat: none), EOS or ``max_new_tokens``, by one of three backends
 (``evaluation.generation.backend``):
 
 * ``fast`` (default): :class:`agentflan.fastgen.FastDecoder`, continuous batching over a slot KV

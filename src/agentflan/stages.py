@@ -450,7 +450,7 @@ def generate(model: str, items: dict, out: dict, generation: dict, options: dict
     (never removed: a rerun never pays twice) and writes the run record ``<out>.api.json``.
 
     ``chat_format`` (local backend; external checkpoints, ``evaluation.external_models``):
-    ``{"name": "agentflan" | "llama2-chat", "system_prompt": str | None}``, how prompts are
+    ``{"name": "agentflan" | "llama2-chat" | "fireact", "system_prompt": str | None}``, how prompts are
     rendered (:mod:`agentflan.chat_formats`); absent: ``agentflan``. It is part of the settings
     key of the resume side files and, as a stage parameter, of the predictions' provenance.
     A local model directory must hold safetensors weights (:func:`agentflan.external.check_checkpoint`).

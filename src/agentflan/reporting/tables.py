@@ -62,11 +62,13 @@ NOT_RUN_COLUMN = {
     "WebArena": "the WebArena environment is not part of this package",
 }
 # Why a paper row that the run's config does not fill has no values.
+_EXTERNAL_NOT_CONFIGURED = ("third-party checkpoint not configured for this run "
+                            "(evaluation.external_models, docs/models.md)")
 NOT_RUN_ROW = {
     "GPT-3.5": "proprietary API model",
     "GPT-4": "proprietary API model",
-    "FireAct-7B": "third-party checkpoint not configured for this run (evaluation.external_models, docs/models.md)",
-    "AgentLM-7B": "third-party checkpoint not configured for this run (evaluation.external_models, docs/models.md)",
+    "FireAct-7B": _EXTERNAL_NOT_CONFIGURED,
+    "AgentLM-7B": _EXTERNAL_NOT_CONFIGURED,
 }
 DEFAULT_ROW_REASON = "row not configured for this run"
 
