@@ -72,6 +72,8 @@ def test_token_formatting():
     assert parse_tokens("37.3k") == pytest.approx(37_300)
     assert fmt_num(-0.001) == "0.00" and fmt_num(0.2, sign=True) == "+0.20"
     assert fmt_sci(2e-5) == "2e-5" and fmt_sci(0.03) == "0.03"
+    # below 0.01 in the paper's style too (the miniature's learning rates), never "0.002e0"
+    assert [fmt_sci(x) for x in (0.002, 0.0004, 3.5e-4, 1.25e5, -2e-5)] == ["2e-3", "4e-4", "3.5e-4", "1.25e5", "-2e-5"]
 
 
 # ------------------------------------------------------------------------------------- Table 1

@@ -117,8 +117,8 @@ def fmt_sci(x: float) -> str:
     x = float(x)
     if x == 0 or 1e-2 <= abs(x) < 1e4:
         return f"{x:g}"
-    mant, exp = f"{x:.3g}".split("e") if "e" in f"{x:.3g}" else (f"{x:.3g}", "0")
-    return f"{mant}e{int(exp)}"
+    mant, exp = f"{x:.2e}".split("e")
+    return f"{float(mant):g}e{int(exp)}"
 
 
 def fmt_plain(x: Any) -> str:
