@@ -1,6 +1,7 @@
 """Registry dispatch, id checks, shared text helpers, and the item contract for every benchmark."""
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -74,3 +75,39 @@ def test_keyword_pattern():
     assert p.search("Action: x") and p.search("x<functioncall>y") and p.search("I call the api")
     assert not p.search("Transaction: x") and not p.search("recall thermal")
     assert keyword_pattern([]) is None
+
+
+def test_every_benchmark_records_how_it_was_scored():
+    """registry.scoring_info: one record per benchmark (score files' ``scoring``), naming the
+    protocol, and for Agent-H the prompt variant and selection seed, for the general benchmarks
+    that they are our zero-shot protocol, not the harness's."""
+    from agentflan.evaluation import registry
+    infos = {b: registry.scoring_info(b, {}) for b in registry.BENCHMARKS}
+    assert all(isinstance(i, dict) and i.get("protocol") for i in infos.values()), infos
+    assert infos["agenth"]["prompt"] == "react" and infos["agenth"]["seed"] == 0
+    assert registry.scoring_info("agenth", {"prompt": "glaive", "seed": 3})["prompt"] == "glaive"
+    for b in ("mmlu", "gsm8k", "humaneval"):
+        assert infos[b]["protocol"] == "zero-shot chat (ours)" and infos[b]["shots"] == 0
+    assert infos["humaneval"]["execute"] is True
+    assert registry.scoring_info("humaneval", {"execute": False})["execute"] is False
+    with pytest.raises(ValueError, match="unknown benchmark"):
+        registry.scoring_info("sciworld", {})
+    with pytest.raises(ValueError, match="unknown Agent-H option"):
+        registry.scoring_info("agenth", {"promt": "react"})
+
+
+def test_table_notes_name_the_agenth_prompt_and_the_general_protocol(tmp_path):
+    from agentflan.evaluation import registry
+    from agentflan.reporting import tables
+    scoring = {b: {"agentflan-xs": registry.scoring_info(b, {}), "general-xs": registry.scoring_info(b, {})}
+               for b in ("agenth", "mmlu", "gsm8k", "humaneval")}
+    scoring["agenth"]["general-xs"] = registry.scoring_info("agenth", {"prompt": "tools"})
+    (tmp_path / "scoring.json").write_text(json.dumps(scoring))
+    s = tables.Summary(tmp_path)
+    notes = tables._scoring_notes(s, "agenth", "Agent-H", tables._agenth_text)
+    assert len(notes) == 2 and "prompt variant 'react'" in notes[0] and "[agentflan-xs]" in notes[0]
+    assert "prompt variant 'tools'" in notes[1] and "[general-xs]" in notes[1]
+    general = tables._general_notes(s)
+    assert [n.split(":")[0] for n in general[:3]] == ["MMLU", "GSM8K", "HumanEval"]
+    assert all("zero-shot chat (ours), 0 shots" in n for n in general[:3])
+    assert "not lm-evaluation-harness" in general[-1]

@@ -554,6 +554,7 @@ def score(model_id: str, items: dict, predictions: dict, options: dict, out: dic
     model trained with several (training.seeds), recorded in the score file; ``model_id`` is then
     the table's model id, shared by all its seeds."""
     from .evaluation.registry import score as run_score
+    from .evaluation.registry import scoring_info
     for benchmark in sorted(items):
         metrics, rows = run_score(benchmark, read_jsonl(items[benchmark]), read_jsonl(predictions[benchmark]),
                                   options.get(benchmark, {}))
@@ -562,12 +563,8 @@ def score(model_id: str, items: dict, predictions: dict, options: dict, out: dic
                   "provenance": stamp}
         if seed is not None:
             record["seed"] = seed
-        if benchmark == "teval":    # protocol, files, similarity model and its weights' sha256
-            from .evaluation.teval import scoring_info
-            record["scoring"] = scoring_info(options.get(benchmark, {}))
-        if benchmark == "hotpotqa":  # protocol and document store (labels for the tables' notes)
-            from .evaluation.hotpotqa import scoring_info as hotpot_info
-            record["scoring"] = hotpot_info(options.get(benchmark, {}))
+        # protocol, prompt variant, similarity model and its hash, store: the tables' notes
+        record["scoring"] = scoring_info(benchmark, options.get(benchmark, {}))
         write_json(out[benchmark], record)
         write_jsonl(per_sample[benchmark], rows)
         prov.write_sidecar(per_sample[benchmark], stamp)

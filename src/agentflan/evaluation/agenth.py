@@ -127,6 +127,17 @@ def _opts(options: dict | None) -> dict:
     return o
 
 
+def scoring_info(options: dict | None = None) -> dict:
+    """How the Agent-H scores were produced (recorded in every score file, printed in the tables'
+    notes): our reconstruction, its prompt variant, the seeded selection and the finish actions."""
+    o = _opts(options)
+    return {"protocol": "reconstruction (the paper released no selection, prompt or keyword lists)",
+            "prompt": o["prompt"], "seed": o["seed"], "max_samples": o["max_samples"],
+            "finish_actions": list(o["finish_actions"]),
+            "hallucination_patterns": "structural (ReAct Action line naming a tool; <functioncall>/JSON call; "
+                                      "a named function in prose), not phrases"}
+
+
 # ============================================================================================
 # glaive parsing
 # ============================================================================================

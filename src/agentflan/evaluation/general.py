@@ -73,6 +73,28 @@ def _opts(options: dict | None) -> dict:
     return o
 
 
+#: how each general benchmark's answer is read from the reply (for the score files and notes)
+ANSWER_RULES = {
+    "mmlu": "first stand-alone letter A-D after the last 'Answer:'",
+    "gsm8k": "last number in the reply vs the number after '####'",
+    "humaneval": "pass@1 of one greedy completion, executed confined (prompt + completion + tests)",
+}
+
+
+def scoring_info(benchmark: str, options: dict | None = None) -> dict:
+    """How a general benchmark's score was produced (recorded in every score file, printed in
+    Table 4's notes): the package's own zero-shot chat protocol, not lm-evaluation-harness's."""
+    if benchmark not in ANSWER_RULES:
+        raise ValueError(f"unknown general benchmark {benchmark!r}; expected one of {sorted(ANSWER_RULES)}")
+    o = _opts(options)
+    info = {"protocol": "zero-shot chat (ours)", "shots": 0, "answer": ANSWER_RULES[benchmark],
+            "max_samples": o["max_samples"], "seed": o["seed"]}
+    if benchmark == "humaneval":
+        info["execute"] = bool(o["execute"])
+        info["timeout_s"] = float(o["timeout"])
+    return info
+
+
 # ============================================================================================
 # Loading
 # ============================================================================================

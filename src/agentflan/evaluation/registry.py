@@ -88,6 +88,20 @@ def score(benchmark: str, items: list[dict], predictions: list[dict], options: d
     return general.score(benchmark, items, pred, options)
 
 
+def scoring_info(benchmark: str, options: dict | None = None) -> dict:
+    """What ``benchmark``'s scores depend on besides the predictions (protocol, prompt variant,
+    similarity model and its hash, document store...): recorded in every score file and printed in
+    the notes of every table that shows the benchmark."""
+    _check(benchmark)
+    if benchmark == "teval":
+        return teval.scoring_info(options)
+    if benchmark == "agenth":
+        return agenth.scoring_info(options)
+    if benchmark == "hotpotqa":
+        return hotpotqa.scoring_info(options)
+    return general.scoring_info(benchmark, options)
+
+
 def run_episodes(items: list[dict], generate: Callable[..., list[str]], options: dict | None = None, *,
                  step_ids: bool = False) -> list[dict]:
     """HotpotQA ReAct episodes; rows ``{"id", "prediction", "trajectory", "stop_reason"}``.

@@ -819,7 +819,7 @@ def _agenth_notes(s: Summary, model_ids: list[str]) -> list[str]:
         c = tuple(s.scores.get((mid, "agenth", k)) for k in AGENTH_COUNTS)
         if all(v is not None for v in c):
             counts.setdefault(c, []).append(mid)
-    notes = [AGENTH_RECONSTRUCTION]
+    notes = [AGENTH_RECONSTRUCTION] + _scoring_notes(s, "agenth", "Agent-H", _agenth_text)
     for (n, n_gen, n_gen_tools, n_tool), mids in counts.items():
         who = "" if len(counts) == 1 else f" ({', '.join(mids)})"
         notes.append(f"Agent-H denominators{who}: {n:.0f} samples; H_ReAct and H_General divide by "
@@ -865,6 +865,35 @@ def _hotpotqa_text(info: dict) -> str:
     if info.get("context_cap_tokens") is not None:
         text += f", context cap {info['context_cap_tokens']} tokens ({info.get('token_counter')})"
     return text + f"; reward {info.get('reward')}"
+
+
+def _agenth_text(info: dict) -> str:
+    text = f"Agent-H prompt variant {info.get('prompt')!r} (agentflan.evaluation.agenth), selection seed {info.get('seed')}"
+    if info.get("max_samples") is not None:
+        text += f", at most {info['max_samples']} samples"
+    return text + f", finish actions {', '.join(info.get('finish_actions') or [])}"
+
+
+GENERAL_NAMES = {"mmlu": "MMLU", "gsm8k": "GSM8K", "humaneval": "HumanEval"}
+
+
+def _general_text(info: dict) -> str:
+    text = f"{info.get('protocol')}, {info.get('shots')} shots, {info.get('answer')}"
+    if info.get("execute") is False:
+        text += " (execution switched off: pass@1 not computed)"
+    return text
+
+
+def _general_notes(s: Summary) -> list[str]:
+    """Table 4: how MMLU, GSM8K and HumanEval were scored, and that it is not the harness protocol."""
+    notes = []
+    for bench, name in GENERAL_NAMES.items():
+        notes += [f"{name}: {n}" for n in _scoring_notes(s, bench, name, _general_text)]
+    notes.append("These are the package's own zero-shot chat prompts and answer parsing "
+                 "(agentflan.evaluation.general), not lm-evaluation-harness's MMLU 5-shot log-likelihood, "
+                 "GSM8K 8-shot chain of thought or HumanEval harness; compare the deltas, not the levels, "
+                 "with the paper.")
+    return notes
 
 
 def _teval_notes(s: Summary) -> list[str]:
@@ -928,6 +957,7 @@ def _table4(s: Summary, entries: list[rep.Entry]) -> Table:
     comps = s.comparisons("table4")
     shown = [r for c in comps for b in T4_BENCH if (r := _delta_cell(t, s, c, f"{b} delta", b, replace=True))]
     t.footnotes += _bootstrap_notes(s, comps, shown, ("mmlu", "gsm8k", "humaneval"))
+    t.footnotes += _general_notes(s)
     if shown:
         t.footnotes.append("The CSV column delta is the bootstrap's estimate, from unrounded scores; "
                            "it can differ in the last digit from ours (the difference of the printed scores).")
