@@ -553,8 +553,7 @@ def score(model_id: str, items: dict, predictions: dict, options: dict, out: dic
     """Score every benchmark's predictions (never re-generates). ``seed``: the training seed of a
     model trained with several (training.seeds), recorded in the score file; ``model_id`` is then
     the table's model id, shared by all its seeds."""
-    from .evaluation.registry import score as run_score
-    from .evaluation.registry import scoring_info
+    from .evaluation.registry import score as run_score, scoring_info
     for benchmark in sorted(items):
         metrics, rows = run_score(benchmark, read_jsonl(items[benchmark]), read_jsonl(predictions[benchmark]),
                                   options.get(benchmark, {}))

@@ -834,7 +834,7 @@ def _scoring_notes(s: Summary, benchmark: str, name: str, describe) -> list[str]
     if not (s.dir / "scoring.json").is_file():
         return [f"{name} scoring details were not recorded (no scoring.json in the summary)."]
     path = s.path("scoring.json")
-    data = read_json(path)
+    data = s._cached("scoring", lambda: read_json(path))   # one read for every benchmark's notes
     per_model = data.get(benchmark) if isinstance(data, dict) else None
     if not isinstance(per_model, dict) or not per_model:
         return [f"{name} scoring details were not recorded (no {benchmark} entry in {path.name})."]
@@ -1119,10 +1119,10 @@ def make_table(table_id: str, summary_dir: str | Path, reported_path: str | Path
     entries = rep.load_reported(reported_path)
     t = BUILDERS[table_id](s, entries)
     t.footnotes += _seed_notes(s, t)
-    if "T-Eval" in t.columns and any(c == "T-Eval" and cell["ours"] for (_, c), cell in t.cells.items()):
-        t.footnotes += _teval_notes(s)
-    if "HotpotQA" in t.columns and any(c == "HotpotQA" and cell["ours"] for (_, c), cell in t.cells.items()):
-        t.footnotes += _hotpotqa_notes(s)
+    ours = {c for (_, c), cell in t.cells.items() if cell["ours"]}   # columns with a number of ours
+    for column, notes in (("T-Eval", _teval_notes), ("HotpotQA", _hotpotqa_notes)):
+        if column in ours:
+            t.footnotes += notes(s)
     if table_id == "table1":
         md = _md_table1(s, t)
     else:
