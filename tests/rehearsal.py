@@ -32,6 +32,7 @@ SCALE = {"toolbench_pool": 20, "toolbench_wiki": 4, "instruct": 8, "negative": 6
 PARQUET = {
     "hotpotqa/hotpot_qa/distractor/validation.jsonl": "hotpotqa/hotpot_qa/distractor/validation-00000-of-00001.parquet",
     "cais/mmlu/all/test.jsonl": "cais/mmlu/all/test-00000-of-00001.parquet",
+    "cais/mmlu/all/dev.jsonl": "cais/mmlu/all/dev-00000-of-00001.parquet",
     "openai/gsm8k/main/test.jsonl": "openai/gsm8k/main/test-00000-of-00001.parquet",
     "openai/openai_humaneval/openai_humaneval/test.jsonl":
         "openai/openai_humaneval/openai_humaneval/test-00000-of-00001.parquet",

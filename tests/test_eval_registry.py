@@ -91,7 +91,7 @@ def test_every_benchmark_records_how_it_was_scored():
     assert infos["humaneval"]["execute"] is True
     assert registry.scoring_info("humaneval", {"execute": False})["execute"] is False
     with pytest.raises(ValueError, match="unknown benchmark"):
-        registry.scoring_info("sciworld", {})
+        registry.scoring_info("webarena", {})
     with pytest.raises(ValueError, match="unknown Agent-H option"):
         registry.scoring_info("agenth", {"promt": "react"})
 
@@ -103,6 +103,7 @@ def test_table_notes_name_the_agenth_prompt_and_the_general_protocol(tmp_path):
                for b in ("agenth", "mmlu", "gsm8k", "humaneval")}
     scoring["agenth"]["general-xs"] = registry.scoring_info("agenth", {"prompt": "tools"})
     (tmp_path / "scoring.json").write_text(json.dumps(scoring))
+    (tmp_path / "experiments.json").write_text(json.dumps({"general_protocol": "chat"}))
     s = tables.Summary(tmp_path)
     notes = tables._scoring_notes(s, "agenth", "Agent-H", tables._agenth_text)
     assert len(notes) == 2 and "prompt variant 'react'" in notes[0] and "[agentflan-xs]" in notes[0]

@@ -110,7 +110,7 @@ def test_table1_full_overall_when_all_held_out_columns_exist(tmp_path):
     def add(d: Path):
         with open(d / "scores.csv", "a", encoding="utf-8") as fh:
             for m, sci, web in (("base-7b", 4.0, 1.0), ("react-7b", 10.0, 2.0), ("agentflan-7b", 12.0, 3.0)):
-                fh.write(f"{m},sciworld,reward,{sci}\n{m},webarena,success,{web}\n")
+                fh.write(f"{m},sciworld,score,{sci}\n{m},webarena,success,{web}\n")
     s = edited_summary(tmp_path, add)
     build_table("table1", s, REPORTED, tmp_path / "t1.csv", tmp_path / "t1.md")
     c = read_table_csv(tmp_path / "t1.csv")
@@ -128,7 +128,7 @@ def test_not_run_markers(built):
     assert c[("Agent-FLAN", "WebArena")]["ours"] == "" and "WebArena" in c[("Agent-FLAN", "WebArena")]["note"]
     md = (built / "table1.md").read_text()
     assert "n/a (not run: proprietary API model)" in md
-    assert "n/a (not run: the ScienceWorld environment is not part of this package)" in md
+    assert "n/a (not run: ScienceWorld switched off (evaluation.benchmarks.sciworld.enabled: false))" in md
     assert md.splitlines()[0].startswith("Table 1") and "preset `miniature`" in md.splitlines()[0]
     # every table: caption line; every empty cell has a reason
     for t in TABLE_IDS:
@@ -283,7 +283,7 @@ def test_diff_statuses(built):
     assert (r["paper"], r["ours"], r["delta"], r["status"]) == ("66.0", "50.25", "-15.75", "differs")
     assert st[("table3", "Agent-FLAN", "H_ReAct")]["status"] == "match"  # 10.00 vs 9.9, tol 0.5
     assert st[("table1", "GPT-4", "Held-In")]["status"] == "not produced (proprietary API model)"
-    assert st[("table1", "Agent-FLAN", "SciWorld")]["status"].startswith("not produced (the ScienceWorld")
+    assert st[("table1", "Agent-FLAN", "SciWorld")]["status"].startswith("not produced (ScienceWorld switched off")
     assert st[("table1", "Agent-FLAN", "Overall")]["status"].startswith("not produced (Overall needs")
     assert st[("table2", "Reasoning halved", "Tokens")]["status"] == "unknown in paper"
     assert st[("table2", "ReAct (AgentTuning* baseline)", "Tokens")]["status"] == "match"
@@ -536,3 +536,30 @@ def test_tables_without_bootstrap_say_so(built):
     for t in ("table2", "table3", "table4"):
         assert "No bootstrap.csv in the result summaries" in (built / f"{t}.md").read_text()
         assert (built / f"{t}.csv").read_text().splitlines()[0] == "row,column,ours,paper,note"
+
+
+def test_table4_from_lmeval_scores_when_the_harness_scored_it(tmp_path):
+    """experiments.json general_protocol lmeval: Table 4 reads lmeval_<benchmark> scores, not the
+    chat protocol's (which the fixture also has, with other values)."""
+    def add(d: Path):
+        with open(d / "scores.csv", "a", encoding="utf-8") as fh:
+            for m, mmlu, gsm, he in (("general-7b", 30.0, 12.0, 3.0), ("agentflan-7b", 31.5, 11.0, 6.0)):
+                fh.write(f"{m},lmeval_mmlu,accuracy,{mmlu}\n{m},lmeval_gsm8k,accuracy,{gsm}\n"
+                         f"{m},lmeval_humaneval,pass@1,{he}\n")
+        exp = json.loads((d / "experiments.json").read_text())
+        exp["general_protocol"] = "lmeval"
+        (d / "experiments.json").write_text(json.dumps(exp))
+        (d / "scoring.json").write_text(json.dumps({f"lmeval_{b}": {m: {
+            "protocol": "lm-evaluation-harness 0.4.13", "task": b, "shots": n}
+            for m in ("general-7b", "agentflan-7b")} for b, n in (("mmlu", 5), ("gsm8k", 8), ("humaneval", 0))}))
+    s = edited_summary(tmp_path, add)
+    build_table("table4", s, REPORTED, tmp_path / "t4.csv", tmp_path / "t4.md")
+    c = read_table_csv(tmp_path / "t4.csv")
+    assert c[("Llama2-7B", "MMLU general-only")]["ours"] == "30.00"
+    assert c[("Llama2-7B", "MMLU delta")]["ours"] == "+1.50"
+    assert c[("Llama2-7B", "GSM8K delta")]["ours"] == "-1.00"
+    assert c[("Llama2-7B", "HumanEval general+agent")]["ours"] == "6.00"
+    md = (tmp_path / "t4.md").read_text()
+    assert "MMLU: lm-evaluation-harness 0.4.13, task mmlu, shots 5." in md
+    assert "Scored by lm-evaluation-harness called as a library" in md
+    assert "not lm-evaluation-harness" not in md

@@ -148,7 +148,7 @@ def test_every_planned_job_passes_the_plugins_validation(slurm_plan):
             assert f"--cpus-per-task={spec['cpus_per_task']}" in sbatch and f"--mem {spec['mem_mb']}" in sbatch
             assert "--ntasks-per-gpu" not in sbatch and "--gpus" not in sbatch
             assert rec["gpus"] == [8, None] and rec["cpus"] == [spec["cpus_per_task"], "task"]
-        elif rec["rule"] == "generate":
+        elif rec["rule"] in ("generate", "generate_extra", "harness"):   # evaluation.resources
             spec = paper["evaluation"]["resources"][rec["wildcards"]["model"].rsplit("-", 1)[1]]
             assert "--nodes=1" in sbatch and "--gres=gpu:1" in sbatch and "--ntasks" not in sbatch
             assert f"-t {spec['runtime']}" in sbatch and f"--mem {spec['mem_mb']}" in sbatch
@@ -156,7 +156,8 @@ def test_every_planned_job_passes_the_plugins_validation(slurm_plan):
         else:  # CPU jobs: the profile's cluster-wide defaults, no GPU
             assert "gres" not in sbatch and "--ntasks=1" in sbatch and "--cpus-per-task=4" in sbatch
             assert rec["gpus"] == [0, None]
-    assert {r["rule"] for r in records} >= {"finetune", "generate", "score", "fetch", "ablation"}
+    assert {r["rule"] for r in records} >= {"finetune", "generate", "score", "fetch", "ablation", "harness",
+                                           "generate_extra", "score_extra"}
 
 
 @needs_plugin

@@ -25,7 +25,13 @@ from .records import CAPABILITIES
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA_PATH = ROOT / "workflow" / "schemas" / "config.schema.yaml"
 
+# run for every evaluated model (agentflan.evaluation.registry.BENCHMARKS)
 BENCHMARKS = ("teval", "agenth", "hotpotqa", "mmlu", "gsm8k", "humaneval")
+# run only for the models of the tables that show them (extra_benchmark_models)
+EXTRA_BENCHMARKS = ("sciworld",)
+# Table 4's general benchmarks through lm-evaluation-harness (agentflan.evaluation.harness), one
+# harness job per model of Table 4 (harness_models); their score files are named lmeval_<benchmark>
+HARNESS_BENCHMARKS = ("lmeval_mmlu", "lmeval_gsm8k", "lmeval_humaneval")
 
 
 def _validator():
@@ -128,9 +134,9 @@ def validate(config: dict, source: str | Path | None = None) -> dict:
                 _fail(source, keys + ["weights", cap], f"weight {w!r} is not a number in [0, 1]")
     _validate_seeds(config, source)
     for bench in config["evaluation"]["benchmarks"]:
-        if bench not in BENCHMARKS:
+        if bench not in BENCHMARKS + EXTRA_BENCHMARKS:
             _fail(source, ["evaluation", "benchmarks", bench],
-                  f"unknown benchmark {bench!r}; known: {', '.join(BENCHMARKS)}")
+                  f"unknown benchmark {bench!r}; known: {', '.join(BENCHMARKS + EXTRA_BENCHMARKS)}")
     _validate_evaluated_only(config, source)
     return config
 
@@ -254,6 +260,48 @@ def model_ids(config: dict) -> list[str]:
     return sorted(set(_own_model_ids(config)) | set(seed_model_ids(config)) | set(evaluated_only_ids(config)))
 
 
+def _with_seeds(config: dict, ids) -> list[str]:
+    """``ids`` and, for the trained ones, their further training seeds' ids (sorted, unique)."""
+    own = set(_own_model_ids(config))
+    out = set(ids)
+    for m in ids:
+        if m in own and not m.startswith("base-"):
+            out.update(seeded_model_id(m, s, config) for s in seeds(config))
+    return sorted(out)
+
+
+def extra_benchmark_models(config: dict) -> dict[str, list[str]]:
+    """``{benchmark: model ids}`` of the benchmarks run only where a table shows them: ScienceWorld
+    for the rows of Table 1 and the series of Figure 1 (with every training seed), unless
+    ``evaluation.benchmarks.sciworld.enabled`` is false."""
+    out: dict[str, list[str]] = {}
+    if (config["evaluation"]["benchmarks"].get("sciworld") or {}).get("enabled", True):
+        ex = experiments(config)
+        ids = [e["model_id"] for e in ex["tables"]["table1"]] + \
+              [e["model_id"] for e in ex["figures"]["fig1"]["series"]]
+        out["sciworld"] = _with_seeds(config, ids)
+    return out
+
+
+def harness_models(config: dict) -> list[str]:
+    """The models of Table 4 (general data only, general + Agent-FLAN data, every size and training
+    seed) that lm-evaluation-harness scores, unless ``evaluation.harness.enabled`` is false."""
+    if not (config["evaluation"].get("harness") or {}).get("enabled", True):
+        return []
+    rows = experiments(config)["tables"]["table4"]
+    return _with_seeds(config, [e[k] for e in rows for k in ("general_model_id", "agent_model_id")])
+
+
+def score_files(config: dict) -> list[tuple[str, str]]:
+    """Every ``(model id, benchmark)`` with a score file ``results/<run>/eval/<model>/<benchmark>.scores.json``:
+    :data:`BENCHMARKS` for every model, the extra benchmarks for their models, the harness
+    benchmarks for Table 4's models."""
+    pairs = [(m, b) for m in model_ids(config) for b in BENCHMARKS]
+    pairs += [(m, b) for b, ms in extra_benchmark_models(config).items() for m in ms]
+    pairs += [(m, b) for m in harness_models(config) for b in HARNESS_BENCHMARKS]
+    return sorted(pairs)
+
+
 def seeds(config: dict) -> list[int]:
     """``training.seeds`` (default ``[training.default.seed]``): the first is the plain ids' seed."""
     tr = config["training"]
@@ -342,10 +390,14 @@ def experiments(config: dict) -> dict:
     extra = [{"label": spec["label"], "model_id": mid}
              for models in (external_models(config), api_models(config))
              for mid, spec in sorted(models.items()) if spec.get("label")]
+    harness = (config["evaluation"].get("harness") or {}).get("enabled", True)
     return {
         "run": config["run"],
         "preset": config["preset"],
         "main_size": m,
+        # how Table 4's MMLU/GSM8K/HumanEval were scored: lm-evaluation-harness (score files
+        # lmeval_<benchmark>) or the package's own zero-shot chat protocol (<benchmark>)
+        "general_protocol": "lmeval" if harness else "chat",
         "size_labels": label,
         # paired bootstrap of the ablation comparisons (agentflan.reporting.bootstrap)
         "bootstrap": dict((config.get("reporting") or {}).get("bootstrap") or {}),

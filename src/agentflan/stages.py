@@ -523,7 +523,7 @@ def generate(model: str, items: dict, out: dict, generation: dict, options: dict
             try:
                 if is_episodic(benchmark):
                     preds = run_episodes(rows, gen.keyed_fn(rlog, benchmark), options.get(benchmark, {}),
-                                         step_ids=True)
+                                         step_ids=True, benchmark=benchmark)
                 else:
                     texts = gen([r["messages"] for r in rows], progress=True, ids=[r["id"] for r in rows],
                                 log=rlog, desc=benchmark)
@@ -567,6 +567,48 @@ def score(model_id: str, items: dict, predictions: dict, options: dict, out: dic
         write_json(out[benchmark], record)
         write_jsonl(per_sample[benchmark], rows)
         prov.write_sidecar(per_sample[benchmark], stamp)
+
+
+@_stamped
+def harness(model: str, model_id: str, raw_dir: str, options: dict, out: dict, per_sample: dict, results: str,
+            threads: int, seed: int | None = None) -> None:
+    """Table 4's MMLU, GSM8K and HumanEval of one model through lm-evaluation-harness
+    (:mod:`agentflan.evaluation.harness`) on the locked raw files: per benchmark ``lmeval_<b>`` a
+    score file and per-sample rows like the score jobs' (metrics from lm-eval's results object),
+    and lm-eval's results object itself (``results``)."""
+    import tempfile
+
+    from .evaluation import harness as lmh
+    from .evaluation.general import split_files
+    from .external import check_checkpoint
+    if Path(model).is_dir():
+        check_checkpoint(model)
+    names = {b: b[len("lmeval_"):] for b in out}
+    if sorted(names.values()) != sorted(lmh.BENCHMARKS):
+        raise DataError("params", f"harness: outputs {sorted(out)} are not lmeval_<b> for b in {lmh.BENCHMARKS}")
+    files: dict = {}
+    for b in lmh.BENCHMARKS:
+        files[b] = {"test": [str(f) for f in split_files(b, Path(raw_dir))]}
+        if b == "mmlu":
+            files[b]["dev"] = [str(f) for f in split_files(b, Path(raw_dir), "dev")]
+    with tempfile.TemporaryDirectory(prefix="agentflan-harness-") as work:
+        done = lmh.run(model, files, options, work, threads=threads)
+    inputs = [f for spec in files.values() for paths in spec.values() for f in paths]
+    record_all = {}
+    for name, b in sorted(names.items()):
+        metrics, rows, record = done[b]
+        stamp = _prov(*files[b]["test"], *files[b].get("dev", []), model)
+        score = {"benchmark": name, "model_id": model_id, "n": len(rows), "metrics": metrics, "provenance": stamp,
+                 "scoring": lmh.scoring_info(b, options)}
+        if seed is not None:
+            score["seed"] = seed
+        write_json(out[name], score)
+        write_jsonl(per_sample[name], rows)
+        prov.write_sidecar(per_sample[name], stamp)
+        record_all[b] = record
+        print(f"[harness] {name}: {metrics} on {len(rows)} items", flush=True)
+    write_json(results, record_all)
+    prov.write_sidecar(results, _prov(*inputs, model))
 
 
 # ----------------------------------------------------------------------------- summaries

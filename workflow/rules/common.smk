@@ -37,6 +37,16 @@ TRAINED_IDS = [m for m in OWN_IDS if not m.startswith("base-")]
 # <dataset>_s<s>-<size> (agentflan.config.split_seed); base, external and API models are not seeded
 SEEDS = cfg.seeds(config)
 BENCHMARKS = list(cfg.BENCHMARKS)
+# benchmarks run only for the models of the tables that show them ({benchmark: model ids}):
+# ScienceWorld for Table 1 / Figure 1 (rules generate_extra, score_extra)
+EXTRA_MODELS = cfg.extra_benchmark_models(config)
+EXTRA_BENCHMARKS = sorted(EXTRA_MODELS)
+# Table 4's models, scored by lm-evaluation-harness (rule harness): score files lmeval_<benchmark>
+HARNESS_MODELS = cfg.harness_models(config)
+HARNESS_BENCHMARKS = list(cfg.HARNESS_BENCHMARKS)
+# every (model, benchmark) with a score file, and those with a predictions file (not the harness's)
+SCORE_FILES = cfg.score_files(config)
+PREDICTED = [(m, b) for m, b in SCORE_FILES if b not in HARNESS_BENCHMARKS]
 SOURCES = ["agentflan", "sharegpt", "teval", "glaive", "hotpotqa", "mmlu", "gsm8k", "humaneval"]
 if PRESET == "miniature":
     SOURCES.append("pretrain")
@@ -47,7 +57,7 @@ wildcard_constraints:
     dataset="[a-z0-9_]+",
     size="[a-z0-9]+",
     model="[a-z0-9_]+-[a-z0-9]+",
-    benchmark="|".join(BENCHMARKS),
+    benchmark="|".join(BENCHMARKS + EXTRA_BENCHMARKS),
     source="[a-z0-9]+",
 
 
@@ -170,8 +180,14 @@ def launcher_stage(name):
     return f"{{params.launcher}} -m agentflan.cli {name} --params {{params.args}} > {{log}} 2>&1"
 
 
-def _eval_paths(model, kind):
-    return {b: f"{RESULTS}/eval/{model}/{b}.{kind}" for b in BENCHMARKS}
+def _eval_paths(model, kind, benchmarks=None):
+    return {b: f"{RESULTS}/eval/{model}/{b}.{kind}" for b in (BENCHMARKS if benchmarks is None else benchmarks)}
+
+
+def eval_files(kind, pairs=None):
+    """``results/<run>/eval/<model>/<benchmark>.<kind>`` of every (model, benchmark) in ``pairs``
+    (default :data:`SCORE_FILES`)."""
+    return [f"{RESULTS}/eval/{m}/{b}.{kind}" for m, b in (SCORE_FILES if pairs is None else pairs)]
 
 
 def _models_meta():

@@ -103,7 +103,8 @@ rule eval_items:
     conda:
         "../../envs/workflow.yaml"
     input:
-        lambda wc: f"{DATA}/raw/{EVAL_SOURCE[wc.benchmark]}.manifest.json",
+        # ScienceWorld's tasks ship in the scienceworld package: no download
+        lambda wc: [f"{DATA}/raw/{EVAL_SOURCE[wc.benchmark]}.manifest.json"] if wc.benchmark in EVAL_SOURCE else [],
     output:
         f"{DATA}/eval/{{benchmark}}.jsonl",
     params:
@@ -273,4 +274,4 @@ rule data:
     input:
         rules.data_card.output,
         rules.decontamination.output,
-        expand(f"{DATA}/eval/{{benchmark}}.jsonl", benchmark=BENCHMARKS),
+        expand(f"{DATA}/eval/{{benchmark}}.jsonl", benchmark=BENCHMARKS + EXTRA_BENCHMARKS),

@@ -109,6 +109,164 @@ rule score:
         stage("score")
 
 
+# ScienceWorld (EXTRA_BENCHMARKS): its own generate and score jobs, for the models of Table 1 and
+# Figure 1 only (agentflan.config.extra_benchmark_models); the same stages as above.
+_EXTRA_ALTS = "|".join(_re.escape(b) for b in EXTRA_BENCHMARKS) or "^$"
+
+
+def _extra_model(wc):
+    if wc.model not in EXTRA_MODELS.get(wc.benchmark, []):
+        raise ValueError(f"{wc.benchmark} is not run for {wc.model} (agentflan.config.extra_benchmark_models)")
+    return wc.model
+
+
+rule generate_extra:
+    """One extra benchmark's predictions (ScienceWorld episodes) of one model."""
+    conda:
+        "../../envs/train-gpu.yaml"
+    wildcard_constraints:
+        benchmark=_EXTRA_ALTS,
+    input:
+        eval_items=f"{DATA}/eval/{{benchmark}}.jsonl",
+        model=lambda wc: local_model_input(_extra_model(wc)),
+    output:
+        f"{RESULTS}/eval/{{model}}/{{benchmark}}.predictions.jsonl",
+    params:
+        args=lambda wc: as_params(
+            model=model_path(wc.model),
+            items={wc.benchmark: f"{DATA}/eval/{wc.benchmark}.jsonl"},
+            out=_eval_paths(wc.model, "predictions.jsonl", [wc.benchmark]),
+            generation=config["evaluation"]["generation"],
+            options=_generate_options(),
+            threads=THREADS,
+            **({"chat_format": chat_format(wc.model)} if chat_format(wc.model) else {}),
+        ),
+    threads: THREADS
+    resources:
+        nodes=generate_resource("nodes"),
+        tasks=generate_resource("tasks"),
+        gres=generate_resource("gres"),
+        tasks_per_gpu=generate_resource("tasks_per_gpu"),
+        cpus_per_task=generate_resource("cpus_per_task"),
+        mem_mb=generate_resource("mem_mb"),
+        runtime=generate_resource("runtime"),
+    log:
+        f"{LOGS}/eval/{{model}}/generate_{{benchmark}}.log",
+    benchmark:
+        f"{BENCH}/eval/{{model}}/generate_{{benchmark}}.tsv"
+    shell:
+        stage("generate")
+
+
+if API_MODELS:
+
+    ruleorder: generate_extra_api > generate_extra
+
+    rule generate_extra_api:
+        """An API model's predictions on one extra benchmark, with its run record (as generate_api)."""
+        conda:
+            "../../envs/workflow.yaml"
+        wildcard_constraints:
+            model=_API_ALTS,
+            benchmark=_EXTRA_ALTS,
+        input:
+            eval_items=f"{DATA}/eval/{{benchmark}}.jsonl",
+        output:
+            predictions=f"{RESULTS}/eval/{{model}}/{{benchmark}}.predictions.jsonl",
+            records=f"{RESULTS}/eval/{{model}}/{{benchmark}}.predictions.jsonl.api.json",
+        params:
+            args=lambda wc: as_params(
+                model=_extra_model(wc),
+                items={wc.benchmark: f"{DATA}/eval/{wc.benchmark}.jsonl"},
+                out=_eval_paths(wc.model, "predictions.jsonl", [wc.benchmark]),
+                generation=config["evaluation"]["generation"],
+                options=_generate_options(),
+                threads=THREADS,
+                backend=api_backend(wc.model),
+            ),
+        log:
+            f"{LOGS}/eval/{{model}}/generate_{{benchmark}}.log",
+        benchmark:
+            f"{BENCH}/eval/{{model}}/generate_{{benchmark}}.tsv"
+        shell:
+            stage("generate")
+
+
+rule score_extra:
+    """One extra benchmark's scores of one model (never re-generates)."""
+    conda:
+        "../../envs/workflow.yaml"
+    wildcard_constraints:
+        benchmark=_EXTRA_ALTS,
+    input:
+        eval_items=f"{DATA}/eval/{{benchmark}}.jsonl",
+        predictions=f"{RESULTS}/eval/{{model}}/{{benchmark}}.predictions.jsonl",
+    output:
+        scores=f"{RESULTS}/eval/{{model}}/{{benchmark}}.scores.json",
+        per_sample=f"{RESULTS}/eval/{{model}}/{{benchmark}}.per_sample.jsonl",
+    params:
+        args=lambda wc: as_params(
+            model_id=of_seed(wc.model)[0],
+            **({"seed": score_seed(wc.model)} if score_seed(wc.model) is not None else {}),
+            items={wc.benchmark: f"{DATA}/eval/{wc.benchmark}.jsonl"},
+            predictions=_eval_paths(wc.model, "predictions.jsonl", [wc.benchmark]),
+            options=_score_options(),
+            out=_eval_paths(wc.model, "scores.json", [wc.benchmark]),
+            per_sample=_eval_paths(wc.model, "per_sample.jsonl", [wc.benchmark]),
+        ),
+    log:
+        f"{LOGS}/eval/{{model}}/score_{{benchmark}}.log",
+    benchmark:
+        f"{BENCH}/eval/{{model}}/score_{{benchmark}}.tsv"
+    shell:
+        stage("score")
+
+
+# Table 4's general benchmarks through lm-evaluation-harness (agentflan.evaluation.harness): one job
+# per Table 4 model, reading the locked raw files; it writes score files like the score jobs'
+# (lmeval_<benchmark>.scores.json / .per_sample.jsonl) and lm-eval's own results object.
+HARNESS_RAW = ["mmlu", "gsm8k", "humaneval"]
+
+
+rule harness:
+    conda:
+        "../../envs/train-gpu.yaml"
+    input:
+        raw=[f"{DATA}/raw/{b}.manifest.json" for b in HARNESS_RAW],
+        model=lambda wc: local_model_input(wc.model),
+    output:
+        scores=[f"{RESULTS}/eval/{{model}}/{b}.scores.json" for b in HARNESS_BENCHMARKS],
+        per_sample=[f"{RESULTS}/eval/{{model}}/{b}.per_sample.jsonl" for b in HARNESS_BENCHMARKS],
+        results=f"{RESULTS}/eval/{{model}}/lmeval.results.json",
+    params:
+        args=lambda wc: as_params(
+            model=model_path(wc.model),
+            model_id=of_seed(wc.model)[0],
+            **({"seed": score_seed(wc.model)} if score_seed(wc.model) is not None else {}),
+            raw_dir=f"{DATA}/raw",
+            options={k: v for k, v in config["evaluation"]["harness"].items() if k != "enabled"},
+            out=_eval_paths(wc.model, "scores.json", HARNESS_BENCHMARKS),
+            per_sample=_eval_paths(wc.model, "per_sample.jsonl", HARNESS_BENCHMARKS),
+            results=f"{RESULTS}/eval/{wc.model}/lmeval.results.json",
+            threads=THREADS,
+        ),
+    threads: THREADS
+    resources:
+        nodes=generate_resource("nodes"),
+        tasks=generate_resource("tasks"),
+        gres=generate_resource("gres"),
+        tasks_per_gpu=generate_resource("tasks_per_gpu"),
+        cpus_per_task=generate_resource("cpus_per_task"),
+        mem_mb=generate_resource("mem_mb"),
+        runtime=generate_resource("runtime"),
+    log:
+        f"{LOGS}/eval/{{model}}/harness.log",
+    benchmark:
+        f"{BENCH}/eval/{{model}}/harness.tsv"
+    shell:
+        stage("harness")
+
+
 rule evaluate:
     input:
-        expand(f"{RESULTS}/eval/{{model}}/{{benchmark}}.scores.json", model=MODEL_IDS, benchmark=BENCHMARKS),
+        eval_files("scores.json"),

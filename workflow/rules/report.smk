@@ -11,7 +11,8 @@ SUMMARY_FILES = ["scores.csv", "models.csv", "ablation_stats.csv", "train_curves
 
 TRAIN_LOGGED = [m for m in OWN_IDS if not (m.startswith("base-") and not config["models"]["pretrain"]["enabled"])]
 # the run records of the API models' predictions (served model, dates): Table 1's notes
-API_RECORDS = {m: [f"{RESULTS}/eval/{m}/{b}.predictions.jsonl.api.json" for b in BENCHMARKS] for m in sorted(API_MODELS)}
+API_RECORDS = {m: [f"{RESULTS}/eval/{m}/{b}.predictions.jsonl.api.json" for mm, b in PREDICTED if mm == m]
+               for m in sorted(API_MODELS)}
 FROM_BUNDLE = config.get("from_bundle")
 SUMMARY_OUTPUTS = [f"{SUMMARY}/{name}" for name in SUMMARY_FILES]
 # the tables as one HTML page with per-cell provenance (not in paper_tables/: a from_bundle rebuild has
@@ -47,11 +48,9 @@ else:
             "../../envs/workflow.yaml"
         input:
             summary=SUMMARY_OUTPUTS,
-            scores=expand(f"{RESULTS}/eval/{{model}}/{{benchmark}}.scores.json", model=MODEL_IDS, benchmark=BENCHMARKS),
-            predictions=expand(f"{RESULTS}/eval/{{model}}/{{benchmark}}.predictions.jsonl", model=MODEL_IDS,
-                               benchmark=BENCHMARKS),
-            per_sample=expand(f"{RESULTS}/eval/{{model}}/{{benchmark}}.per_sample.jsonl", model=MODEL_IDS,
-                              benchmark=BENCHMARKS),
+            scores=eval_files("scores.json"),
+            predictions=eval_files("predictions.jsonl", PREDICTED),
+            per_sample=eval_files("per_sample.jsonl"),
             metrics=expand(f"{RESULTS}/train/{{model}}/metrics.jsonl", model=TRAIN_LOGGED),
             configs=expand(f"{RESULTS}/train/{{model}}/train_config.json", model=TRAIN_LOGGED),
             stats=expand(f"{DATA}/ablations/{{dataset}}/stats.json", dataset=sorted(DATASETS)),
@@ -81,9 +80,8 @@ if not FROM_BUNDLE:
         conda:
             "../../envs/workflow.yaml"
         input:
-            scores=expand(f"{RESULTS}/eval/{{model}}/{{benchmark}}.scores.json", model=MODEL_IDS, benchmark=BENCHMARKS),
-            per_sample=expand(f"{RESULTS}/eval/{{model}}/{{benchmark}}.per_sample.jsonl", model=MODEL_IDS,
-                              benchmark=BENCHMARKS),
+            scores=eval_files("scores.json"),
+            per_sample=eval_files("per_sample.jsonl"),
             stats=expand(f"{DATA}/ablations/{{dataset}}/stats.json", dataset=sorted(DATASETS)),
             metrics=expand(f"{RESULTS}/train/{{model}}/metrics.jsonl", model=TRAIN_LOGGED),
             configs=expand(f"{RESULTS}/train/{{model}}/train_config.json", model=TRAIN_LOGGED),
@@ -187,8 +185,10 @@ rule html_tables:
     input:
         tables=expand(f"{TABLES}/{{table}}.csv", table=TABLE_IDS),
         summary=SUMMARY_OUTPUTS,
-        scores=[] if FROM_BUNDLE else expand(f"{RESULTS}/eval/{{model}}/{{benchmark}}.scores.json",
-                                             model=MODEL_IDS, benchmark=BENCHMARKS),
+        scores=[] if FROM_BUNDLE else eval_files("scores.json"),
+        # the harness's answers (no predictions file): linked from its cells
+        answers=[] if FROM_BUNDLE else eval_files("per_sample.jsonl", [(m, b) for m, b in SCORE_FILES
+                                                                      if b in HARNESS_BENCHMARKS]),
     output:
         report(HTML_TABLES, caption="../report/html_tables.rst", category="Tables"),
     params:

@@ -100,8 +100,16 @@ def scoring_info(benchmark: str, options: dict | None = None) -> dict:
 # ============================================================================================
 
 
-def _files(benchmark: str, raw_dir: Path, o: dict) -> list[Path]:
-    repo, config, split = SOURCES[benchmark]
+def split_files(benchmark: str, raw_dir: Path, split: str | None = None) -> list[Path]:
+    """The locked raw files of one split of a general benchmark under ``raw_dir`` = data/<run>/raw
+    (``<config>/<split>.jsonl``, else ``<config>/<split>-*.parquet``); default split: test. The
+    harness (agentflan.evaluation.harness) reads MMLU's dev split for its shots."""
+    return _files(benchmark, raw_dir, _opts({}), split)
+
+
+def _files(benchmark: str, raw_dir: Path, o: dict, split: str | None = None) -> list[Path]:
+    repo, config, test = SOURCES[benchmark]
+    split = split or test
     base = Path(raw_dir) / repo
     if o["files"]:
         pats = [o["files"]] if isinstance(o["files"], str) else list(o["files"])

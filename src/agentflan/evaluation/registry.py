@@ -5,16 +5,54 @@ ignored by the loaders/scorers, so one config block per benchmark can serve both
 """
 from __future__ import annotations
 
+import inspect
 from collections import Counter
 from pathlib import Path
 from typing import Any, Callable
 
-from . import agenth, general, hotpotqa, teval
+from . import agenth, general, hotpotqa, sciworld, teval
 
+# run for every evaluated model, in one generate and one score job per model
 BENCHMARKS = ("teval", "agenth", "hotpotqa", "mmlu", "gsm8k", "humaneval")
+# run for the models of the tables that show them only (agentflan.config.extra_benchmark_models),
+# in a generate and a score job per model and benchmark: ScienceWorld (Table 1, Figure 1)
+EXTRA = ("sciworld",)
+ALL = BENCHMARKS + EXTRA
 GenerateFn = Callable[[list[list[dict]]], list[str]]
 
-# raw source (HF repo id under data/<run>/raw/) of each benchmark
+
+class _Module:
+    """One benchmark's entry points: ``load_items(raw_dir, options)``, ``score(items, pred,
+    options)``, ``scoring_info(options)`` and, for an episodic benchmark, ``run_episodes(items,
+    generate, options)``. A new benchmark is a module with these functions and one line below."""
+
+    def __init__(self, module, name: str | None = None):
+        self.module, self.name = module, name
+
+    def _call(self, fn: str, *args):
+        f = getattr(self.module, fn)
+        return f(self.name, *args) if self.name else f(*args)
+
+    def load_items(self, raw_dir, options):
+        return self._call("load_items", raw_dir, options)
+
+    def score(self, items, pred, options):
+        return self._call("score", items, pred, options)
+
+    def scoring_info(self, options):
+        return self._call("scoring_info", options)
+
+    @property
+    def episodic(self) -> bool:
+        return hasattr(self.module, "run_episodes") and not self.name
+
+
+MODULES = {"teval": _Module(teval), "agenth": _Module(agenth), "hotpotqa": _Module(hotpotqa),
+           "mmlu": _Module(general, "mmlu"), "gsm8k": _Module(general, "gsm8k"),
+           "humaneval": _Module(general, "humaneval"), "sciworld": _Module(sciworld)}
+
+# raw source (HF repo id under data/<run>/raw/) of each benchmark; ScienceWorld's tasks ship in
+# the scienceworld package (no download)
 SOURCES = {
     "teval": teval.REPO,
     "agenth": agenth.REPO,
@@ -31,26 +69,24 @@ HEADLINE = {
     "mmlu": ("accuracy",),
     "gsm8k": ("accuracy",),
     "humaneval": ("pass@1",),
+    "sciworld": ("score",),
 }
 
 
+def _opts(options: dict | None) -> dict:
+    """A benchmark's options without the workflow's own key ``enabled`` (whether its jobs run)."""
+    return {k: v for k, v in (options or {}).items() if k != "enabled"}
+
+
 def _check(benchmark: str) -> None:
-    if benchmark not in BENCHMARKS:
-        raise ValueError(f"unknown benchmark {benchmark!r}; expected one of {BENCHMARKS}")
+    if benchmark not in MODULES:
+        raise ValueError(f"unknown benchmark {benchmark!r}; expected one of {ALL}")
 
 
-def load_items(benchmark: str, raw_dir: Path, options: dict | None = None) -> list[dict]:
+def load_items(benchmark: str, raw_dir: Path | None, options: dict | None = None) -> list[dict]:
     """Evaluation items (docs/CONTRACTS.md "Evaluation items") from ``raw_dir`` = data/<run>/raw."""
     _check(benchmark)
-    raw_dir = Path(raw_dir)
-    if benchmark == "teval":
-        items = teval.load_items(raw_dir, options)
-    elif benchmark == "agenth":
-        items = agenth.load_items(raw_dir, options)
-    elif benchmark == "hotpotqa":
-        items = hotpotqa.load_items(raw_dir, options)
-    else:
-        items = general.load_items(benchmark, raw_dir, options)
+    items = MODULES[benchmark].load_items(Path(raw_dir) if raw_dir is not None else None, _opts(options))
     dup = [k for k, v in Counter(it["id"] for it in items).items() if v > 1]
     if dup:
         raise ValueError(f"{benchmark}: duplicate item ids {dup[:5]}")
@@ -78,14 +114,7 @@ def score(benchmark: str, items: list[dict], predictions: list[dict], options: d
           ) -> tuple[dict, list[dict]]:
     """``(metrics in percent, per-sample rows)``. Raises ValueError if the ids do not match."""
     _check(benchmark)
-    pred = _by_id(benchmark, items, predictions)
-    if benchmark == "teval":
-        return teval.score(items, pred, options)
-    if benchmark == "agenth":
-        return agenth.score(items, pred, options)
-    if benchmark == "hotpotqa":
-        return hotpotqa.score(items, pred, options)
-    return general.score(benchmark, items, pred, options)
+    return MODULES[benchmark].score(items, _by_id(benchmark, items, predictions), _opts(options))
 
 
 def scoring_info(benchmark: str, options: dict | None = None) -> dict:
@@ -93,25 +122,27 @@ def scoring_info(benchmark: str, options: dict | None = None) -> dict:
     similarity model and its hash, document store...): recorded in every score file and printed in
     the notes of every table that shows the benchmark."""
     _check(benchmark)
-    if benchmark == "teval":
-        return teval.scoring_info(options)
-    if benchmark == "agenth":
-        return agenth.scoring_info(options)
-    if benchmark == "hotpotqa":
-        return hotpotqa.scoring_info(options)
-    return general.scoring_info(benchmark, options)
+    return MODULES[benchmark].scoring_info(_opts(options))
 
 
 def run_episodes(items: list[dict], generate: Callable[..., list[str]], options: dict | None = None, *,
-                 step_ids: bool = False) -> list[dict]:
-    """HotpotQA ReAct episodes; rows ``{"id", "prediction", "trajectory", "stop_reason"}``.
+                 step_ids: bool = False, benchmark: str = "hotpotqa") -> list[dict]:
+    """An episodic benchmark's episodes (HotpotQA ReAct, ScienceWorld); rows ``{"id",
+    "prediction", "trajectory", "stop_reason", ...}``.
 
     With ``step_ids=True``, ``generate`` is called as ``generate(messages, ids)`` where ``ids[i]``
     is ``"<item id>#<step>"`` (1-based step of that episode): a stable name for every reply, which
     :mod:`agentflan.generate` uses to resume a killed job step by step."""
+    if not is_episodic(benchmark):
+        raise ValueError(f"{benchmark!r} is not an episodic benchmark")
+    run = MODULES[benchmark].module.run_episodes
+    if "step_ids" in inspect.signature(run).parameters:
+        # the module names its replies itself (ScienceWorld: its context cap deletes old turns, so
+        # a prompt need not extend the episode's previous one)
+        return run(items, generate, _opts(options), step_ids=step_ids)
     if step_ids:
         generate = _StepIds(items, generate)
-    return hotpotqa.run_episodes(items, generate, options)
+    return run(items, generate, _opts(options))
 
 
 class _StepIds:
@@ -151,4 +182,4 @@ def _extends(messages: list[dict], base: list[dict]) -> bool:
 
 def is_episodic(benchmark: str) -> bool:
     """True for benchmarks generated with :func:`run_episodes` instead of one reply per item."""
-    return benchmark == "hotpotqa"
+    return benchmark in MODULES and MODULES[benchmark].episodic

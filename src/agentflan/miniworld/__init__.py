@@ -69,6 +69,7 @@ PATHS = {
     "glaive": "glaiveai/glaive-function-calling-v2/glaive-function-calling-v2.json",
     "hotpotqa": "hotpotqa/hotpot_qa/distractor/validation.jsonl",
     "mmlu": "cais/mmlu/all/test.jsonl",
+    "mmlu_dev": general.MMLU_DEV_PATH,     # lm-evaluation-harness's 5 shots per subject
     "gsm8k": "openai/gsm8k/main/test.jsonl",
     "humaneval": "openai/openai_humaneval/openai_humaneval/test.jsonl",
     "pretrain": "miniworld/pretrain/pretrain.jsonl",
@@ -129,6 +130,7 @@ def build(seed: int = 0, scale: dict | None = None) -> dict[str, Any]:
     # ---- general sources
     files[PATHS["sharegpt"]] = general.sharegpt(_rng(seed, "sharegpt"), sc["sharegpt"])
     files[PATHS["mmlu"]] = general.mmlu(_rng(seed, "mmlu"), sc["mmlu"])
+    files[PATHS["mmlu_dev"]] = general.mmlu_dev(_rng(seed, "mmlu_dev"))
     files[PATHS["gsm8k"]] = general.gsm8k(_rng(seed, "gsm8k"), sc["gsm8k"])
     files[PATHS["humaneval"]] = general.humaneval(_rng(seed, "humaneval"), sc["humaneval"])
     files[PATHS["pretrain"]] = general.pretrain(w, _rng(seed, "pretrain"), sc["pretrain"])

@@ -9,7 +9,9 @@ renders:
   the harness's MMLU prompt (its default ``mmlu_template``) and whose answer is the letter alone;
   chit-chat and the pretraining corpus state the facts. A multiple-choice item belongs to the
   training or the evaluation side by a hash of its question and choices (:func:`mc_side`), so the
-  evaluation items are new (choice order / distractors) while the facts are the same.
+  evaluation items are new (choice order / distractors) while the facts are the same. MMLU's
+  ``dev`` split (:func:`mmlu_dev`, 5 training-side items per subject) holds the few-shot exemplars
+  of lm-evaluation-harness's 5-shot MMLU (:mod:`agentflan.evaluation.harness`).
 * GSM8K-mini: one-step problems ``a + b`` / ``a - b`` (``a >= b``) with single-digit operands, one
   template per operation (:data:`pools.GSM_TEMPLATES`). ShareGPT-mini renders them with the
   harness's ``gsm8k_template`` and answers ``"3 + 4 = 7. The answer is 7."``, covering every operand
@@ -98,6 +100,27 @@ def mmlu(rng: random.Random, n: int) -> list[dict]:
     pairs = [(c, f) for c in COUNTRIES for f in FACT_QUESTIONS]
     rng.shuffle(pairs)
     return [draw_mc(rng, "eval", *pairs[i % len(pairs)]) for i in range(n)]
+
+
+#: MMLU's dev split (the few-shot exemplars, 5 per subject), next to the test file
+MMLU_DEV_PATH = "cais/mmlu/all/dev.jsonl"
+MMLU_DEV_PER_SUBJECT = 5
+
+
+def mmlu_dev(rng: random.Random, per_subject: int = MMLU_DEV_PER_SUBJECT,
+             subjects: tuple[str, ...] = (MMLU_SUBJECT,)) -> list[dict]:
+    """MMLU's ``dev`` split (the few-shot exemplars of lm-evaluation-harness's 5-shot MMLU):
+    ``per_subject`` records per subject in the test file's schema, on distinct (country, fact)
+    pairs. They are drawn from the *training* side of :func:`mc_side`, so none equals an
+    evaluation item (as MMLU's dev and test splits are disjoint); the caller passes its own
+    random stream (``miniworld/<seed>/mmlu_dev``), so the test items are unchanged."""
+    out = []
+    for subject in subjects:
+        pairs = [(c, f) for c in COUNTRIES for f in FACT_QUESTIONS]
+        rng.shuffle(pairs)
+        for i in range(per_subject):
+            out.append({**draw_mc(rng, "train", *pairs[i % len(pairs)]), "subject": subject})
+    return out
 
 
 # ============================================================================================

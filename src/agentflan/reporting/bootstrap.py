@@ -62,6 +62,9 @@ T3_PAIRS = (("Agent-FLAN", "Agent-FLAN w/o NS"),)
 T4_REFERENCE = "general data only"
 TABLE_BENCHMARKS = {"table2": ("teval", "hotpotqa"), "table3": ("teval", "agenth"),
                     "table4": ("mmlu", "gsm8k", "humaneval")}
+# Table 4 scored by lm-evaluation-harness (experiments.json general_protocol "lmeval")
+T4_LMEVAL = ("lmeval_mmlu", "lmeval_gsm8k", "lmeval_humaneval")
+LMEVAL_PREFIX = "lmeval_"
 
 # How each benchmark's items are resampled (printed in the tables' notes).
 UNITS = {
@@ -73,7 +76,16 @@ UNITS = {
     "mmlu": "MMLU questions",
     "gsm8k": "GSM8K problems",
     "humaneval": "HumanEval problems",
+    "lmeval_mmlu": "MMLU questions",
+    "lmeval_gsm8k": "GSM8K problems",
+    "lmeval_humaneval": "HumanEval problems",
+    "sciworld": "ScienceWorld episodes resampled within each task, score recomputed as the mean of the task means",
 }
+
+
+def _kind(benchmark: str) -> str:
+    """The per-sample layout of a benchmark: lm-eval's score files share their benchmark's."""
+    return benchmark[len(LMEVAL_PREFIX):] if benchmark.startswith(LMEVAL_PREFIX) else benchmark
 
 
 # --------------------------------------------------------------------------------------------
@@ -139,11 +151,17 @@ def _units(benchmark: str, rows: list[dict]) -> Iterable[tuple[str, str, dict[st
     """``(stratum, item id, {field: value})`` per row; None when the metric cannot be computed
     (HumanEval not executed)."""
     out = []
+    kind = _kind(benchmark)
     for i, r in enumerate(rows):
         if not isinstance(r, dict) or not isinstance(r.get("id"), str):
             raise ValueError(f"{benchmark}: per-sample row {i} has no string 'id'")
         rid = r["id"]
-        if benchmark == "teval":
+        if kind == "sciworld":
+            v = _num(r.get("score"))
+            if v is None or not isinstance(r.get("task"), str):
+                raise ValueError(f"sciworld: per-sample row {rid!r} needs a task and a numeric score")
+            out.append((r["task"], rid, {"score": v}))
+        elif kind == "teval":
             vals = {k: _num(v) for k, v in r.items() if k not in ("id", "subset")}
             bad = [k for k, v in vals.items() if v is None]
             if bad or not isinstance(r.get("subset"), str):
@@ -151,7 +169,7 @@ def _units(benchmark: str, rows: list[dict]) -> Iterable[tuple[str, str, dict[st
             # stratum: the run and its set of fields; kept: the fields a dimension score uses
             out.append((f"{r['subset']}:{','.join(sorted(vals))}", rid,
                         {k: v for k, v in vals.items() if k in TEVAL_FIELDS}))
-        elif benchmark == "agenth":
+        elif kind == "agenth":
             if r.get("type") == "general":
                 keys = ("react_hallucination", "general_hallucination")
             elif r.get("type") == "tool":
@@ -164,10 +182,10 @@ def _units(benchmark: str, rows: list[dict]) -> Iterable[tuple[str, str, dict[st
             out.append((r["type"], rid, vals))
         else:
             keys = {"hotpotqa": ("reward", "em"), "mmlu": ("correct",), "gsm8k": ("correct",),
-                    "humaneval": ("passed",)}[benchmark]
+                    "humaneval": ("passed",)}[kind]
             vals = {k: _num(r.get(k)) for k in keys}
             if None in vals.values():
-                if benchmark == "humaneval":
+                if kind == "humaneval":
                     return None         # not executed: no pass@1
                 raise ValueError(f"{benchmark}: per-sample row {rid!r} lacks {list(keys)}")
             out.append(("all", rid, vals))
@@ -248,6 +266,10 @@ def _agenth_metrics(sizes: dict[str, int], sums: Sums) -> dict[str, np.ndarray]:
 
 def metrics_from_sums(benchmark: str, sizes: dict[str, int], sums: Sums) -> dict[str, np.ndarray]:
     """The benchmark's headline metrics (percent) from per-stratum sums of the per-item fields."""
+    benchmark = _kind(benchmark)
+    if benchmark == "sciworld":     # the rows hold scores 0-100; the mean of the task means
+        means = [sums[(task, "score")] / n for task, n in sorted(sizes.items())]
+        return {"score": sum(means) / len(means)} if means else {}
     if benchmark == "teval":
         return _teval_metrics(sizes, sums)
     if benchmark == "agenth":
@@ -400,8 +422,8 @@ def comparisons(experiments: Mapping | None) -> list[Comparison]:
           if isinstance(e, dict) and "label" in e and "model_id" in e}
     out += [Comparison("table3", row, vs, t3[row], t3[vs], TABLE_BENCHMARKS["table3"])
             for row, vs in T3_PAIRS if row in t3 and vs in t3]
-    out += [Comparison("table4", e["label"], T4_REFERENCE, e["agent_model_id"], e["general_model_id"],
-                       TABLE_BENCHMARKS["table4"])
+    t4 = T4_LMEVAL if (experiments or {}).get("general_protocol") == "lmeval" else TABLE_BENCHMARKS["table4"]
+    out += [Comparison("table4", e["label"], T4_REFERENCE, e["agent_model_id"], e["general_model_id"], t4)
             for e in tables.get("table4") or []
             if isinstance(e, dict) and {"label", "agent_model_id", "general_model_id"} <= set(e)]
     return out

@@ -30,7 +30,7 @@ from typing import Any
 from .. import provenance as prov
 from ..io import DataError, read_json, write_text
 from .reported import HELD_OUT
-from .tables import METRICS, TABLE_IDS, TABLE_TITLES, fmt_num
+from .tables import METRICS, TABLE_IDS, TABLE_TITLES, fmt_num, t4_metric_key
 
 #: The columns of a table CSV the page needs (the others are optional: intervals, deltas).
 REQUIRED = ("row", "column", "ours", "paper", "note")
@@ -86,6 +86,15 @@ class _Sources:
             raise DataError(path, "no provenance block with code_hash, config, config_hash and inputs")
         if not isinstance(doc.get("metrics"), dict):
             raise DataError(path, "no metrics object")
+        if benchmark.startswith("lmeval_"):
+            # lm-evaluation-harness scored its own generations (agentflan.evaluation.harness): the
+            # model's answers are its per-sample file, written by the same job
+            answers = path.with_name(f"{benchmark}.per_sample.jsonl")
+            if not answers.is_file():
+                raise DataError(path, f"its per-sample file {answers.name} (the model's answers) is missing")
+            return {"scores": prov.relative(path), "scores_path": path, "predictions": prov.relative(answers),
+                    "predictions_sha256": prov.sha256_file(answers), "metrics": doc["metrics"],
+                    "code_hash": p["code_hash"], "config": p["config"], "config_hash": p["config_hash"]}
         preds = sorted(k for k in p["inputs"] if k.endswith(f"/{model_id}/{benchmark}.predictions.jsonl"))
         if len(preds) != 1:
             raise DataError(path, f"provenance.inputs names {len(preds)} predictions files for "
@@ -124,7 +133,7 @@ def _row_models(table_id: str, cfg: Any, path: Path) -> dict[str, dict[str, str]
 
 
 def _cell_sources(table_id: str, rec: dict[str, str], models: dict[str, dict[str, str]],
-                  filled: set[str]) -> list[tuple[str, str, str, str]]:
+                  filled: set[str], experiments: dict | None = None) -> list[tuple[str, str, str, str]]:
     """``[(role, model_id, benchmark, metric)]`` behind one cell; empty where it is not computed
     from predictions. ``role`` is ``value`` (the number shown), ``part`` (one term of a mean or a
     difference) or ``reference`` (the row a paired delta compares with)."""
@@ -134,7 +143,7 @@ def _cell_sources(table_id: str, rec: dict[str, str], models: dict[str, dict[str
         name, _, kind = col.rpartition(" ")
         if name not in METRICS:
             return []
-        bench, metric = METRICS[name]
+        bench, metric = METRICS[t4_metric_key(experiments or {}, name)]
         role_of = {"general-only": [("value", "general_model_id")], "general+agent": [("value", "agent_model_id")],
                    "delta": [("part", "general_model_id"), ("part", "agent_model_id")]}
         return [(role, m[k], bench, metric) for role, k in role_of.get(kind, []) if k in m]
@@ -248,7 +257,7 @@ def render_table(table_id: str, tables_dir: Path, experiments: dict, experiments
             anchor = f"{table_id}-{n}"
             entries, unavailable = [], []
             if rec["ours"]:
-                for role, mid, bench, metric in _cell_sources(table_id, rec, models, filled):
+                for role, mid, bench, metric in _cell_sources(table_id, rec, models, filled, experiments):
                     src = sources.get(mid, bench)
                     if src is None:
                         unavailable.append(f"{mid}/{bench}.{metric}")

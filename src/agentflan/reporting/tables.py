@@ -44,7 +44,7 @@ TABLE_IDS = ("table1", "table2", "table3", "table4", "table5", "table6")
 METRICS = {
     "Held-In": ("heldin", "overall"),
     "HotpotQA": ("hotpotqa", "reward"),
-    "SciWorld": ("sciworld", "reward"),
+    "SciWorld": ("sciworld", "score"),
     "WebArena": ("webarena", "success"),
     "T-Eval": ("teval", "overall"),
     "Agent-H": ("agenth", "h_score"),
@@ -54,11 +54,21 @@ METRICS = {
     "MMLU": ("mmlu", "accuracy"),
     "GSM8K": ("gsm8k", "accuracy"),
     "HumanEval": ("humaneval", "pass@1"),
+    # Table 4 through lm-evaluation-harness (experiments.json general_protocol "lmeval")
+    "MMLU (lm-eval)": ("lmeval_mmlu", "accuracy"),
+    "GSM8K (lm-eval)": ("lmeval_gsm8k", "accuracy"),
+    "HumanEval (lm-eval)": ("lmeval_humaneval", "pass@1"),
 }
+
+
+def t4_metric_key(experiments: dict, column: str) -> str:
+    """The METRICS key of Table 4's ``column`` (MMLU, GSM8K, HumanEval) under the run's general
+    protocol (experiments.json ``general_protocol``: lmeval, or chat for the package's own)."""
+    return f"{column} (lm-eval)" if (experiments or {}).get("general_protocol") == "lmeval" else column
 # Why a column has no summary data: the package does not run these environments.
 NOT_RUN_COLUMN = {
     "Held-In": "AgentBench held-in environments are not part of this package",
-    "SciWorld": "the ScienceWorld environment is not part of this package",
+    "SciWorld": "ScienceWorld switched off (evaluation.benchmarks.sciworld.enabled: false)",
     "WebArena": "the WebArena environment is not part of this package",
 }
 # Why a paper row that the run's config does not fill has no values.
@@ -669,10 +679,13 @@ def _table1(s: Summary, entries: list[rep.Entry]) -> Table:
             f"'{avail_col}' is the mean over the held-out columns this run produces; it is not the "
             "paper's Overall. Its paper sub-row is derived from the paper's cells in the same columns.")
     t.footnotes += [
-        "HotpotQA = reward, T-Eval = overall score, Agent-H = H_Score (all in %).",
+        "HotpotQA = reward, SciWorld = score (mean of the task means, 0-100), T-Eval = overall score, "
+        "Agent-H = H_Score (all in %).",
         "Paper erratum: GPT-3.5's Overall is printed 47.8; the mean of its held-out cells is 47.852.",
         "Paper inconsistency: AgentTuning*'s Agent-H is 84.5 here but 83.9 in Table 3.",
     ]
+    if s.has_column("SciWorld"):
+        t.footnotes += _scoring_notes(s, "sciworld", "SciWorld", _sciworld_text)
     if s.has_column("Agent-H"):
         t.footnotes += _agenth_notes(s, [e["model_id"] for e in cfg])
     t.footnotes += _evaluated_only_notes(s, cfg)
@@ -848,6 +861,16 @@ def _scoring_notes(s: Summary, benchmark: str, name: str, describe) -> list[str]
     return [f"{text} [{', '.join(mids)}]." for text, mids in groups.items()]
 
 
+def _sciworld_text(info: dict) -> str:
+    keys = ("protocol", "tasks", "variations_per_task", "episodes", "step_limit", "simplification", "seed", "shots",
+            "scienceworld_version")
+    parts = [f"{k.replace('_', ' ')} {info[k]}" for k in keys if info.get(k) not in (None, "")]
+    text = "ScienceWorld: " + ", ".join(parts)
+    if info.get("subset"):
+        text += f"; {info['subset']}"
+    return text
+
+
 def _teval_text(info: dict) -> str:
     sha = info.get("similarity_model_sha256")
     return (f"T-Eval protocol {info.get('protocol')} ({'plan threshold ' + fmt_plain(info.get('plan_threshold'))}), "
@@ -878,6 +901,18 @@ GENERAL_NAMES = {"mmlu": "MMLU", "gsm8k": "GSM8K", "humaneval": "HumanEval"}
 
 
 def _general_text(info: dict) -> str:
+    if str(info.get("protocol", "")).startswith("lm-evaluation-harness"):
+        parts = [str(info["protocol"])]
+        parts += [f"{k.replace('_', ' ')} {info[k]}" for k in ("task", "task_yaml", "shots", "metric",
+                                                              "chat_template", "executor")
+                  if info.get(k) not in (None, "")]
+        text = ", ".join(parts)
+        if info.get("deviations"):
+            dev = info["deviations"]
+            text += "; deviations: " + ("; ".join(map(str, dev)) if isinstance(dev, list) else str(dev))
+        if info.get("execute") is False:
+            text += " (execution switched off: pass@1 not computed)"
+        return text
     text = f"{info.get('protocol')}, {info.get('shots')} shots, {info.get('answer')}"
     if info.get("execute") is False:
         text += " (execution switched off: pass@1 not computed)"
@@ -885,14 +920,23 @@ def _general_text(info: dict) -> str:
 
 
 def _general_notes(s: Summary) -> list[str]:
-    """Table 4: how MMLU, GSM8K and HumanEval were scored, and that it is not the harness protocol."""
+    """Table 4: how MMLU, GSM8K and HumanEval were scored (lm-evaluation-harness or the package's
+    own zero-shot chat protocol, experiments.json general_protocol)."""
     notes = []
+    lmeval = s.experiments.get("general_protocol") == "lmeval"
     for bench, name in GENERAL_NAMES.items():
-        notes += [f"{name}: {n}" for n in _scoring_notes(s, bench, name, _general_text)]
-    notes.append("These are the package's own zero-shot chat prompts and answer parsing "
-                 "(agentflan.evaluation.general), not lm-evaluation-harness's MMLU 5-shot log-likelihood, "
-                 "GSM8K 8-shot chain of thought or HumanEval harness; compare the deltas, not the levels, "
-                 "with the paper.")
+        notes += [f"{name}: {n}" for n in _scoring_notes(s, f"lmeval_{bench}" if lmeval else bench, name,
+                                                         _general_text)]
+    if lmeval:
+        notes.append("Scored by lm-evaluation-harness called as a library (agentflan.evaluation.harness) on the "
+                     "locked local files, with its own task definitions, shots, filters and metrics; HumanEval's "
+                     "generated code runs in the package's confined runner instead of lm-eval's unconfined "
+                     "code_eval, which is fetched from the hub.")
+    else:
+        notes.append("These are the package's own zero-shot chat prompts and answer parsing "
+                     "(agentflan.evaluation.general), not lm-evaluation-harness's MMLU 5-shot log-likelihood, "
+                     "GSM8K 8-shot chain of thought or HumanEval harness; compare the deltas, not the levels, "
+                     "with the paper.")
     return notes
 
 
@@ -942,7 +986,7 @@ def _table4(s: Summary, entries: list[rep.Entry]) -> Table:
             vals = []
             for c, mid in ((f"{b} general-only", e["general_model_id"]),
                            (f"{b} general+agent", e["agent_model_id"])):
-                v = _score_cell(t, s, label, c, mid, absolute_paper, metric_column=b)
+                v = _score_cell(t, s, label, c, mid, absolute_paper, metric_column=t4_metric_key(s.experiments, b))
                 if v is not None:
                     vals.append(float(fmt_num(v)))
             if len(vals) == 2:
@@ -955,8 +999,10 @@ def _table4(s: Summary, entries: list[rep.Entry]) -> Table:
         "MMLU/GSM8K = accuracy, HumanEval = pass@1 (%).",
     ]
     comps = s.comparisons("table4")
-    shown = [r for c in comps for b in T4_BENCH if (r := _delta_cell(t, s, c, f"{b} delta", b, replace=True))]
-    t.footnotes += _bootstrap_notes(s, comps, shown, ("mmlu", "gsm8k", "humaneval"))
+    shown = [r for c in comps for b in T4_BENCH
+             if (r := _delta_cell(t, s, c, f"{b} delta", t4_metric_key(s.experiments, b), replace=True))]
+    t.footnotes += _bootstrap_notes(s, comps, shown, tuple(METRICS[t4_metric_key(s.experiments, b)][0]
+                                                           for b in T4_BENCH))
     t.footnotes += _general_notes(s)
     if shown:
         t.footnotes.append("The CSV column delta is the bootstrap's estimate, from unrounded scores; "
