@@ -50,6 +50,18 @@ def test_every_table_and_figure_is_produced(smoke_run):
         assert (workdir / "figures" / f"fig{i}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     diff = (workdir / "paper_tables" / "diff_vs_paper.md").read_text()
     assert "4.86" in diff  # the Figure 1 T-Eval label erratum is recomputed, not copied
+    # Table 1's SciWorld (ScienceWorld, rules generate_extra/score_extra) and the Overall over the
+    # held-out columns the run has are computed; Table 4 comes from lm-evaluation-harness
+    import csv
+    with open(workdir / "paper_tables" / "table1.csv", newline="", encoding="utf-8") as fh:
+        t1 = {(r["row"], r["column"]): r for r in csv.DictReader(fh)}
+    sci = json.loads((workdir / "results" / dag_runs.RUN / "eval" / "agentflan-xs" / "sciworld.scores.json").read_text())
+    assert t1[("Agent-FLAN", "SciWorld")]["ours"] == f"{sci['metrics']['score']:.2f}"
+    assert t1[("Agent-FLAN", "Overall (available: HotpotQA, SciWorld, T-Eval, Agent-H)")]["ours"]
+    t4 = (workdir / "paper_tables" / "table4.md").read_text()
+    assert "MMLU: lm-evaluation-harness 0.4.13" in t4 and "not lm-evaluation-harness" not in t4
+    mmlu = json.loads((workdir / "results" / dag_runs.RUN / "eval" / "general-xs" / "lmeval_mmlu.scores.json").read_text())
+    assert mmlu["scoring"]["protocol"].startswith("lm-evaluation-harness") and mmlu["n"] == 10
     for dataset in ("react", "chat_all", "agentflan", "agentflan_wo_ns", "general", "agentflan_f25"):
         d = workdir / "data" / "smoke" / "ablations" / dataset
         assert (d / "stats.json").exists() and "⟦" in (d / "audit.md").read_text()

@@ -85,3 +85,22 @@ def test_table4_comparisons_follow_the_general_protocol(mini):
     assert t4 and all(c.benchmarks == boot.T4_LMEVAL for c in t4)
     ex["general_protocol"] = "chat"
     assert all(c.benchmarks == ("mmlu", "gsm8k", "humaneval") for c in boot.comparisons(ex) if c.table == "table4")
+
+
+def test_registry_lets_sciworld_name_its_own_replies():
+    """registry.run_episodes: ScienceWorld names each reply "<item id>#<turn>" itself (its context
+    cap drops old turns, so _StepIds' prefix matching does not apply), and the enabled key of the
+    config never reaches the module."""
+    from agentflan.evaluation import registry
+    opts = {"tasks": ["find-non-living-thing"], "variations_per_task": 1, "step_limit": 3, "max_turns": 2,
+            "progress": False, "enabled": True}
+    items = registry.load_items("sciworld", None, opts)
+    seen = []
+
+    def gen(batch, ids):
+        seen.append(list(ids))
+        return ["Think: look around."] * len(batch)
+    rows = registry.run_episodes(items, gen, opts, step_ids=True, benchmark="sciworld")
+    assert seen == [[f"{items[0]['id']}#1"], [f"{items[0]['id']}#2"]]
+    assert rows[0]["stop_reason"] == "max_turns" and rows[0]["prediction"] == 0.0
+    assert registry.is_episodic("sciworld") and registry.is_episodic("hotpotqa") and not registry.is_episodic("mmlu")
