@@ -31,7 +31,20 @@ BENCHMARKS = ("teval", "agenth", "hotpotqa", "mmlu", "gsm8k", "humaneval")
 EXTRA_BENCHMARKS = ("sciworld",)
 # Table 4's general benchmarks through lm-evaluation-harness (agentflan.evaluation.harness), one
 # harness job per model of Table 4 (harness_models); their score files are named lmeval_<benchmark>
-HARNESS_BENCHMARKS = ("lmeval_mmlu", "lmeval_gsm8k", "lmeval_humaneval")
+HARNESS_PREFIX = "lmeval_"
+HARNESS_BENCHMARKS = tuple(HARNESS_PREFIX + b for b in ("mmlu", "gsm8k", "humaneval"))
+
+
+def harness_source(benchmark: str) -> str:
+    """The benchmark a harness score file's name stands for (``lmeval_mmlu`` -> ``mmlu``); any
+    other name unchanged."""
+    return benchmark[len(HARNESS_PREFIX):] if benchmark.startswith(HARNESS_PREFIX) else benchmark
+
+
+def uses_harness(experiments: dict | None) -> bool:
+    """Whether Table 4 is scored by lm-evaluation-harness (``experiments.json``
+    ``general_protocol: lmeval``) rather than the package's own chat protocol."""
+    return (experiments or {}).get("general_protocol") == "lmeval"
 
 
 def _validator():
@@ -397,7 +410,7 @@ def experiments(config: dict) -> dict:
         "main_size": m,
         # how Table 4's MMLU/GSM8K/HumanEval were scored: lm-evaluation-harness (score files
         # lmeval_<benchmark>) or the package's own zero-shot chat protocol (<benchmark>)
-        "general_protocol": "lmeval" if harness else "chat",
+        "general_protocol": "lmeval" if harness else "chat",   # read by uses_harness
         "size_labels": label,
         # paired bootstrap of the ablation comparisons (agentflan.reporting.bootstrap)
         "bootstrap": dict((config.get("reporting") or {}).get("bootstrap") or {}),

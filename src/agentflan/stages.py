@@ -583,9 +583,10 @@ def harness(model: str, model_id: str, raw_dir: str, options: dict, out: dict, p
     from .external import check_checkpoint
     if Path(model).is_dir():
         check_checkpoint(model)
-    names = {b: b[len("lmeval_"):] for b in out}
-    if sorted(names.values()) != sorted(lmh.BENCHMARKS):
-        raise DataError("params", f"harness: outputs {sorted(out)} are not lmeval_<b> for b in {lmh.BENCHMARKS}")
+    from .config import HARNESS_PREFIX, harness_source
+    names = {b: harness_source(b) for b in out}
+    if sorted(names.values()) != sorted(lmh.BENCHMARKS) or not all(b.startswith(HARNESS_PREFIX) for b in out):
+        raise DataError("params", f"harness: outputs {sorted(out)} are not {HARNESS_PREFIX}<b> for b in {lmh.BENCHMARKS}")
     files: dict = {}
     for b in lmh.BENCHMARKS:
         files[b] = {"test": [str(f) for f in split_files(b, Path(raw_dir))]}

@@ -38,10 +38,10 @@ TRAINED_IDS = [m for m in OWN_IDS if not m.startswith("base-")]
 SEEDS = cfg.seeds(config)
 BENCHMARKS = list(cfg.BENCHMARKS)
 # benchmarks run only for the models of the tables that show them ({benchmark: model ids}):
-# ScienceWorld for Table 1 / Figure 1 (rules generate_extra, score_extra)
+# ScienceWorld for Table 1 / Figure 1 (generate_extra, score_extra)
 EXTRA_MODELS = cfg.extra_benchmark_models(config)
 EXTRA_BENCHMARKS = sorted(EXTRA_MODELS)
-# Table 4's models, scored by lm-evaluation-harness (rule harness): score files lmeval_<benchmark>
+# Table 4's models, scored by lm-evaluation-harness (the harness job): score files lmeval_<benchmark>
 HARNESS_MODELS = cfg.harness_models(config)
 HARNESS_BENCHMARKS = list(cfg.HARNESS_BENCHMARKS)
 # every (model, benchmark) with a score file, and those with a predictions file (not the harness's)
@@ -51,6 +51,13 @@ SOURCES = ["agentflan", "sharegpt", "teval", "glaive", "hotpotqa", "mmlu", "gsm8
 if PRESET == "miniature":
     SOURCES.append("pretrain")
 THREADS = config["threads_per_job"]
+
+
+def extra_model(wc):
+    """The model of an extra benchmark's job, refused if that benchmark is not run for it."""
+    if wc.model not in EXTRA_MODELS.get(wc.benchmark, []):
+        raise ValueError(f"{wc.benchmark} is not run for {wc.model} (agentflan.config.extra_benchmark_models)")
+    return wc.model
 
 
 wildcard_constraints:

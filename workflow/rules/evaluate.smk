@@ -114,12 +114,6 @@ rule score:
 _EXTRA_ALTS = "|".join(_re.escape(b) for b in EXTRA_BENCHMARKS) or "^$"
 
 
-def _extra_model(wc):
-    if wc.model not in EXTRA_MODELS.get(wc.benchmark, []):
-        raise ValueError(f"{wc.benchmark} is not run for {wc.model} (agentflan.config.extra_benchmark_models)")
-    return wc.model
-
-
 rule generate_extra:
     """One extra benchmark's predictions (ScienceWorld episodes) of one model."""
     conda:
@@ -128,7 +122,7 @@ rule generate_extra:
         benchmark=_EXTRA_ALTS,
     input:
         eval_items=f"{DATA}/eval/{{benchmark}}.jsonl",
-        model=lambda wc: local_model_input(_extra_model(wc)),
+        model=lambda wc: local_model_input(extra_model(wc)),
     output:
         f"{RESULTS}/eval/{{model}}/{{benchmark}}.predictions.jsonl",
     params:
@@ -176,7 +170,7 @@ if API_MODELS:
             records=f"{RESULTS}/eval/{{model}}/{{benchmark}}.predictions.jsonl.api.json",
         params:
             args=lambda wc: as_params(
-                model=_extra_model(wc),
+                model=extra_model(wc),
                 items={wc.benchmark: f"{DATA}/eval/{wc.benchmark}.jsonl"},
                 out=_eval_paths(wc.model, "predictions.jsonl", [wc.benchmark]),
                 generation=config["evaluation"]["generation"],

@@ -45,6 +45,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+from ..config import HARNESS_BENCHMARKS, harness_source, uses_harness
+
 import numpy as np
 
 from ..io import DataError
@@ -63,8 +65,7 @@ T4_REFERENCE = "general data only"
 TABLE_BENCHMARKS = {"table2": ("teval", "hotpotqa"), "table3": ("teval", "agenth"),
                     "table4": ("mmlu", "gsm8k", "humaneval")}
 # Table 4 scored by lm-evaluation-harness (experiments.json general_protocol "lmeval")
-T4_LMEVAL = ("lmeval_mmlu", "lmeval_gsm8k", "lmeval_humaneval")
-LMEVAL_PREFIX = "lmeval_"
+T4_LMEVAL = HARNESS_BENCHMARKS
 
 # How each benchmark's items are resampled (printed in the tables' notes).
 UNITS = {
@@ -85,7 +86,7 @@ UNITS = {
 
 def _kind(benchmark: str) -> str:
     """The per-sample layout of a benchmark: lm-eval's score files share their benchmark's."""
-    return benchmark[len(LMEVAL_PREFIX):] if benchmark.startswith(LMEVAL_PREFIX) else benchmark
+    return harness_source(benchmark)
 
 
 # --------------------------------------------------------------------------------------------
@@ -422,7 +423,7 @@ def comparisons(experiments: Mapping | None) -> list[Comparison]:
           if isinstance(e, dict) and "label" in e and "model_id" in e}
     out += [Comparison("table3", row, vs, t3[row], t3[vs], TABLE_BENCHMARKS["table3"])
             for row, vs in T3_PAIRS if row in t3 and vs in t3]
-    t4 = T4_LMEVAL if (experiments or {}).get("general_protocol") == "lmeval" else TABLE_BENCHMARKS["table4"]
+    t4 = T4_LMEVAL if uses_harness(experiments) else TABLE_BENCHMARKS["table4"]
     out += [Comparison("table4", e["label"], T4_REFERENCE, e["agent_model_id"], e["general_model_id"], t4)
             for e in tables.get("table4") or []
             if isinstance(e, dict) and {"label", "agent_model_id", "general_model_id"} <= set(e)]

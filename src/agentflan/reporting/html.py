@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import provenance as prov
+from ..config import HARNESS_PREFIX
 from ..io import DataError, read_json, write_text
 from .reported import HELD_OUT
 from .tables import METRICS, TABLE_IDS, TABLE_TITLES, fmt_num, t4_metric_key
@@ -86,7 +87,7 @@ class _Sources:
             raise DataError(path, "no provenance block with code_hash, config, config_hash and inputs")
         if not isinstance(doc.get("metrics"), dict):
             raise DataError(path, "no metrics object")
-        if benchmark.startswith("lmeval_"):
+        if benchmark.startswith(HARNESS_PREFIX):
             # lm-evaluation-harness scored its own generations (agentflan.evaluation.harness): the
             # model's answers are its per-sample file, written by the same job
             answers = path.with_name(f"{benchmark}.per_sample.jsonl")

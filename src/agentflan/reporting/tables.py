@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .. import provenance as prov
+from ..config import HARNESS_PREFIX, uses_harness
 from ..io import DataError, read_json, write_text
 from . import reported as rep
 from .bootstrap import FILE as BOOTSTRAP_FILE
@@ -64,7 +65,7 @@ METRICS = {
 def t4_metric_key(experiments: dict, column: str) -> str:
     """The METRICS key of Table 4's ``column`` (MMLU, GSM8K, HumanEval) under the run's general
     protocol (experiments.json ``general_protocol``: lmeval, or chat for the package's own)."""
-    return f"{column} (lm-eval)" if (experiments or {}).get("general_protocol") == "lmeval" else column
+    return f"{column} (lm-eval)" if uses_harness(experiments) else column
 # Why a column has no summary data: the package does not run these environments.
 NOT_RUN_COLUMN = {
     "Held-In": "AgentBench held-in environments are not part of this package",
@@ -910,10 +911,8 @@ def _general_text(info: dict) -> str:
         if info.get("deviations"):
             dev = info["deviations"]
             text += "; deviations: " + ("; ".join(map(str, dev)) if isinstance(dev, list) else str(dev))
-        if info.get("execute") is False:
-            text += " (execution switched off: pass@1 not computed)"
-        return text
-    text = f"{info.get('protocol')}, {info.get('shots')} shots, {info.get('answer')}"
+    else:
+        text = f"{info.get('protocol')}, {info.get('shots')} shots, {info.get('answer')}"
     if info.get("execute") is False:
         text += " (execution switched off: pass@1 not computed)"
     return text
@@ -923,9 +922,9 @@ def _general_notes(s: Summary) -> list[str]:
     """Table 4: how MMLU, GSM8K and HumanEval were scored (lm-evaluation-harness or the package's
     own zero-shot chat protocol, experiments.json general_protocol)."""
     notes = []
-    lmeval = s.experiments.get("general_protocol") == "lmeval"
+    lmeval = uses_harness(s.experiments)
     for bench, name in GENERAL_NAMES.items():
-        notes += [f"{name}: {n}" for n in _scoring_notes(s, f"lmeval_{bench}" if lmeval else bench, name,
+        notes += [f"{name}: {n}" for n in _scoring_notes(s, HARNESS_PREFIX + bench if lmeval else bench, name,
                                                          _general_text)]
     if lmeval:
         notes.append("Scored by lm-evaluation-harness called as a library (agentflan.evaluation.harness) on the "
