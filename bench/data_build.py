@@ -68,9 +68,13 @@ def prepare(out: Path, fraction: float) -> dict:
     from agentflan.sharegpt import load_sharegpt
     from sptokenizers import llama2_tokenizer_dir
 
+    from agentflan.tokcache import recorded_view, write_view
+
     scale = {k: (max(1, round(v * fraction)) if v else 0) for k, v in SCALE.items()}
     marker = out / "corpus.json"
     if marker.exists() and json.loads(marker.read_text())["scale"] == scale:
+        if recorded_view(out / "tokenizer") is None:   # a corpus prepared by an older version
+            write_view(out / "tokenizer")
         return json.loads(marker.read_text())
     shutil.rmtree(out, ignore_errors=True)
     raw = out / "raw"
@@ -88,6 +92,7 @@ def prepare(out: Path, fraction: float) -> dict:
     n += len(general)
     size += (out / "general" / "sharegpt.jsonl").stat().st_size
     shutil.copytree(llama2_tokenizer_dir(), out / "tokenizer")
+    write_view(out / "tokenizer")   # as the tokenizer job does (token_counts reads the record)
     shutil.rmtree(raw)
     info = {"scale": scale, "records": n, "bytes": size}
     marker.write_text(json.dumps(info, sort_keys=True))

@@ -424,3 +424,57 @@ def test_batched_rows_in_worker_processes(fixture_corpus, mini_corpus, llama2_to
         one, two = TemplateTokenizer(tok), TemplateTokenizer(tok)
         assert build_rows(records, one, 100, batch=5) == build_rows(records, two, 100, batch=5, workers=2)
         assert one.split_texts == two.split_texts
+
+
+def test_recorded_view_spares_the_forked_check_and_stops_holding_when_anything_changes(
+        fixture_corpus, tmp_path, monkeypatch):
+    """The tokenizer job's record of how transformers loads its directory (write_view): the
+    token_counts job then starts no check process and writes the same counts; another file or
+    another transformers/tokenizers version voids the record (the forked check runs again)."""
+    import shutil
+
+    from agentflan import tokcache
+    records = _all_records(*fixture_corpus)
+    tok_dir = tmp_path / "tok"
+    shutil.copytree(sptokenizers.llama2_tokenizer_dir(), tok_dir)
+    assert tokcache.recorded_view(tok_dir) is None
+    fp = tokcache.write_view(tok_dir)
+    tok = load_tokenizer(str(tok_dir))
+    assert fp == tokcache._fingerprint(tok.backend_tokenizer, tok.bos_token_id)
+    assert tokcache.recorded_view(tok_dir) == fp
+    check = tokcache.TokenizerCheck.start(tok_dir)
+    assert check.proc is None and check.result() == fp
+    summary = build(records, tok_dir, 8192, tmp_path / "a.jsonl")
+    assert summary["tokenizer"] == "tokenizer.json (the same as transformers loads, as the tokenizer job recorded)"
+    # the counts equal those of a directory without the record, but for the tokenizer hash
+    plain = build(records, sptokenizers.llama2_tokenizer_dir(), 8192, tmp_path / "b.jsonl")
+    assert plain["tokenizer"] == "tokenizer.json (the same as transformers loads)"
+    a = (tmp_path / "a.jsonl").read_text().splitlines()
+    b = (tmp_path / "b.jsonl").read_text().splitlines()
+    assert a[1:] == b[1:] and a[0] != b[0]
+    assert tokenizer_hash(tok_dir) in a[0]
+
+    (tok_dir / "tokenizer_config.json").write_text((tok_dir / "tokenizer_config.json").read_text() + "\n")
+    assert tokcache.recorded_view(tok_dir) is None
+    assert tokcache.TokenizerCheck.start(tok_dir).proc is not None
+    tokcache.write_view(tok_dir)
+    assert tokcache.recorded_view(tok_dir) == fp
+    monkeypatch.setattr(tokcache, "_versions", lambda: {"transformers": "0.0", "tokenizers": "0.0"})
+    assert tokcache.recorded_view(tok_dir) is None
+
+
+def test_tokenizer_job_records_transformers_view(mini_corpus, tmp_path):
+    """stages.tokenizer leaves the record in the directory it writes (the miniature's BPE)."""
+    from agentflan import stages, tokcache
+    from agentflan.io import write_jsonl
+    converted, general, _ = mini_corpus
+    for stem, recs in converted.items():
+        write_jsonl(tmp_path / "converted" / f"{stem}.jsonl", recs)
+    write_jsonl(tmp_path / "sharegpt.jsonl", general)
+    out = tmp_path / "tok"
+    stages.tokenizer("bpe", str(out), str(tmp_path / "converted"), str(tmp_path / "sharegpt.jsonl"), None, 600,
+                     None, None)
+    tok = load_tokenizer(str(out))
+    assert tokcache.recorded_view(out) == tokcache._fingerprint(tok.backend_tokenizer, tok.bos_token_id)
+    names = sorted(p.name for p in out.iterdir())
+    assert tokcache.VIEW_FILE in names and "tokenizer.json" in names and not any(n.endswith(".tmp") for n in names)

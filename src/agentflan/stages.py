@@ -154,13 +154,17 @@ def _corpus_texts(converted_dir: str, sharegpt_path: str, pretrain_path: str | N
 def tokenizer(kind: str, out_dir: str, converted_dir: str, sharegpt_path: str, pretrain_path: str | None,
               vocab_size: int, name_or_path: str | None, revision: str | None) -> None:
     """Train the miniature's BPE or save the configured pretrained tokenizer; either must pass
-    :func:`agentflan.validation.check_tokenizer` (else no tokenizer directory is left)."""
+    :func:`agentflan.validation.check_tokenizer` (else no tokenizer directory is left). The
+    directory also records how transformers loads it (:func:`agentflan.tokcache.write_view`), so
+    the ``token_counts`` job can tokenise from ``tokenizer.json`` without loading transformers."""
     from .modeling import load_tokenizer, train_bpe_tokenizer
+    from .tokcache import write_view
     from .validation import check_tokenizer
     if kind == "bpe":
         train_bpe_tokenizer(_corpus_texts(converted_dir, sharegpt_path, pretrain_path), Path(out_dir), vocab_size)
         try:
             check_tokenizer(load_tokenizer(out_dir), name=out_dir)
+            write_view(out_dir)
         except BaseException:
             shutil.rmtree(out_dir, ignore_errors=True)
             raise
@@ -169,6 +173,7 @@ def tokenizer(kind: str, out_dir: str, converted_dir: str, sharegpt_path: str, p
         check_tokenizer(tok, name=name_or_path)
         tmp = Path(out_dir + ".tmp")
         tok.save_pretrained(tmp)
+        write_view(tmp)
         shutil.rmtree(out_dir, ignore_errors=True)
         tmp.rename(out_dir)
 

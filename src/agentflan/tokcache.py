@@ -61,12 +61,16 @@ _FORMAT_PART = PART_IDS["format"]
 BATCH = 512
 
 
-def tokenizer_hash(tokenizer_dir: str | os.PathLike) -> str:
-    """sha256 over the names and bytes of every file of a saved tokenizer directory."""
+def tokenizer_hash(tokenizer_dir: str | os.PathLike, exclude: tuple[str, ...] = ()) -> str:
+    """sha256 over the names and bytes of every file of a saved tokenizer directory (but the
+    top-level files named in ``exclude``)."""
     root = Path(tokenizer_dir)
     h = hashlib.sha256()
     for p in sorted(q for q in root.rglob("*") if q.is_file()):
-        h.update(p.relative_to(root).as_posix().encode() + b"\0")
+        rel = p.relative_to(root).as_posix()
+        if rel in exclude:
+            continue
+        h.update(rel.encode() + b"\0")
         h.update(p.read_bytes())
         h.update(b"\0")
     return h.hexdigest()
@@ -669,18 +673,75 @@ def _fingerprint(backend, bos_token_id: int | None) -> tuple:
     return hashlib.sha256(backend.to_str().encode("utf-8")).hexdigest(), bos_token_id
 
 
+#: The record, inside a tokenizer directory, of how transformers loads it (:func:`write_view`).
+VIEW_FILE = "agentflan_transformers_view.json"
+VIEW_FORMAT = "agentflan-transformers-view/1"
+
+
+def _versions() -> dict[str, str]:
+    """The installed transformers and tokenizers (package metadata only: nothing is imported)."""
+    from importlib.metadata import PackageNotFoundError, version
+    out = {}
+    for name in ("transformers", "tokenizers"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = ""
+    return out
+
+
+def write_view(tokenizer_dir: str | os.PathLike) -> tuple:
+    """Load ``tokenizer_dir`` as :class:`TokenizerCheck` does (transformers, torch kept out where
+    it can be) and record its :func:`_fingerprint` in ``VIEW_FILE``, with the sha256 of the
+    directory's other files and the transformers and tokenizers versions that loaded it. The
+    ``tokenizer`` job writes it (it loads the tokenizer anyway), so ``token_counts`` need not load
+    transformers again: :func:`recorded_view` gives the same answer while all three still match."""
+    root = Path(tokenizer_dir)
+    (root / VIEW_FILE).unlink(missing_ok=True)
+    tok = load_tokenizer_without_torch(root)
+    fp = _fingerprint(tok.backend_tokenizer, tok.bos_token_id)
+    doc = {"format": VIEW_FORMAT, "files_sha256": tokenizer_hash(root), "versions": _versions(),
+           "backend_sha256": fp[0], "bos_token_id": fp[1]}
+    tmp = root / (VIEW_FILE + ".tmp")
+    tmp.write_text(json.dumps(doc, sort_keys=True, indent=1) + "\n", encoding="utf-8")
+    os.replace(tmp, root / VIEW_FILE)
+    return fp
+
+
+def recorded_view(tokenizer_dir: str | os.PathLike) -> tuple | None:
+    """The fingerprint :func:`write_view` recorded for ``tokenizer_dir``, or None where there is
+    no record or it no longer holds (another file, another transformers or tokenizers version)."""
+    root = Path(tokenizer_dir)
+    try:
+        doc = json.loads((root / VIEW_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(doc, dict) or doc.get("format") != VIEW_FORMAT or doc.get("versions") != _versions():
+        return None
+    if doc.get("files_sha256") != tokenizer_hash(root, exclude=(VIEW_FILE,)):
+        return None
+    bos = doc.get("bos_token_id")
+    if not isinstance(doc.get("backend_sha256"), str) or not (bos is None or isinstance(bos, int)):
+        return None
+    return doc["backend_sha256"], bos
+
+
 class TokenizerCheck:
     """How transformers loads a tokenizer directory (:func:`_fingerprint` of what
-    :func:`load_tokenizer_without_torch` gives), worked out in a forked process while this one
-    tokenises with ``tokenizer.json`` read directly: importing transformers is seconds of work the
-    tokenisation need not wait for."""
+    :func:`load_tokenizer_without_torch` gives): read from the ``tokenizer`` job's record
+    (:func:`recorded_view`) where it still holds, else worked out in a forked process while this
+    one tokenises with ``tokenizer.json`` read directly: importing transformers is seconds of work
+    the tokenisation need not wait for."""
 
-    def __init__(self, proc, conn):
-        self.proc, self.conn = proc, conn
+    def __init__(self, proc, conn, recorded: tuple | None = None):
+        self.proc, self.conn, self.recorded = proc, conn, recorded
 
     @classmethod
     def start(cls, tokenizer_dir: str | os.PathLike) -> "TokenizerCheck | None":
-        """Start the check (None where processes cannot be forked)."""
+        """Start the check (None where there is no valid record and processes cannot be forked)."""
+        recorded = recorded_view(tokenizer_dir)
+        if recorded is not None:
+            return cls(None, None, recorded)
         if "fork" not in mp.get_all_start_methods():
             return None
         ctx = mp.get_context("fork")
@@ -692,6 +753,8 @@ class TokenizerCheck:
 
     def result(self, timeout: float = 600) -> tuple | None:
         """transformers' fingerprint of the tokenizer, or None if the check failed."""
+        if self.recorded is not None:
+            return self.recorded
         try:
             got = self.conn.recv() if self.conn.poll(timeout) else None
         except (EOFError, OSError):
@@ -739,7 +802,8 @@ def build(records: list[dict], tokenizer_dir: str | os.PathLike, max_length: int
     if direct is not None and check is not None:
         seg_tok = TemplateTokenizer(direct[0])
         rows = build_rows(records, seg_tok, max_length, workers=workers, keys=keys)
-        used = "tokenizer.json (the same as transformers loads)"
+        used = "tokenizer.json (the same as transformers loads" + (
+            ", as the tokenizer job recorded)" if check.recorded is not None else ")")
         if check.result() != direct[1]:
             used = "transformers (tokenizer.json differs from what it loads)"
             direct = None
