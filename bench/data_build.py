@@ -29,8 +29,14 @@ for byte (its header's format version and the file index that version 2 adds asi
 wall time and CPU time (user + system, its worker processes included) are printed; the machine
 (CPU model, cores, load average), the corpus, and the ratios to the floor.
 
+* **release bytes** (``--release-bytes``): the generator's records are about 1.3 KB, the
+  release's about 6.4 KB (219 MB in 34,442 rows); this lengthens the seven Agent-FLAN files'
+  untrained turns (tool documentation, queries, observations) with the file's own texts until
+  each file has its released size scaled to the generated rows (:func:`lengthen`). ShareGPT is
+  left as generated (the paper's ShareGPT share is not known in bytes).
+
     python bench/data_build.py --out /tmp/agentflan-bench [--fraction 1.0] [--jobs 2]
-                               [--per-dataset] [--before /tmp/old/src] [--baseline]
+                               [--per-dataset] [--before /tmp/old/src] [--baseline] [--release-bytes]
 """
 from __future__ import annotations
 
@@ -56,11 +62,57 @@ SCALE = {"toolbench_pool": 20000, "toolbench_wiki": 1000, "instruct": 3000, "neg
          "agentinstruct_per_task": 300, "sharegpt": 12000, "teval_per_file": 0, "glaive": 0,
          "hotpotqa_per_level": 0, "mmlu": 0, "gsm8k": 0, "humaneval": 0, "pretrain": 0}
 SHAREGPT = "anon8231489123/ShareGPT_Vicuna_unfiltered/ShareGPT_V3_unfiltered_cleaned_split.json"
+# The released files' sizes (Hugging Face internlm/Agent-FLAN, in MB of 10^6 bytes) and its rows in
+# all (34,442): ../shared/paper/experiments.md section 3.2. --release-bytes lengthens the generated
+# records to the release's bytes per record (below).
+RELEASE_MB = {"agent_instruct_react": 6.64, "agent_instruct_tflan": 8.44, "toolbench_instruct_j1s1_3k": 17.6,
+              "toolbench_negative": 0.925, "toolbench_react_10p": 18.2, "toolbench_tflan_60p_r10r5u7": 120.0,
+              "toolbench_tflan_cot_30p": 47.5}
+RELEASE_ROWS = 34442
 
 
-def prepare(out: Path, fraction: float) -> dict:
+def lengthen(records: list[dict], target_bytes: float) -> list[dict]:
+    """``records`` with their untrained turns (system prompts with tool documentation, user
+    queries, tool observations: most of the release's bytes) lengthened until the file's JSON
+    lines reach about ``target_bytes``. Each such turn gets other records' turns of the same role
+    appended (a walk over the file's own texts that starts where a hash of the record's turns
+    says, so the vocabulary and the tokens per byte stay the corpus's, and records with the same
+    turns stay the same); trained turns, ids and capabilities are untouched, so every record keeps
+    its structure and its trained tokens."""
+    import zlib
+
+    from agentflan.io import dumps
+    size = sum(len(dumps(r).encode("utf-8")) + 1 for r in records)
+    if size >= target_bytes:
+        return records
+    pools: dict[str, list[str]] = {}
+    for r in records:
+        for t in r["turns"]:
+            if not t["train"]:
+                pools.setdefault(t["role"], []).append(t["content"])
+    grow = target_bytes / size
+    out = []
+    for r in records:
+        i = zlib.crc32(dumps(r["turns"]).encode("utf-8"))
+        turns = []
+        for j, t in enumerate(r["turns"]):
+            if not t["train"]:
+                pool, text = pools[t["role"]], t["content"]
+                want, k = len(text) * grow, 0
+                while len(text) < want:
+                    text += "\n" + pool[(i * 7919 + j * 104729 + k * 15485863) % len(pool)]
+                    k += 1
+                t = {**t, "content": text}
+            turns.append(t)
+        out.append({**r, "turns": turns})
+    return out
+
+
+def prepare(out: Path, fraction: float, release_bytes: bool = False) -> dict:
     """Corpus in the DAG's layout under ``out`` (converted/ with its skip list,
-    general/sharegpt.jsonl, tokenizer/)."""
+    general/sharegpt.jsonl, tokenizer/). ``release_bytes``: the Agent-FLAN files lengthened to the
+    release's bytes per record (:func:`lengthen`; each file to its released size scaled by the
+    generated rows over the release's)."""
     from agentflan import miniworld
     from agentflan.convert import SKIPPED_NAME, convert_records
     from agentflan.download import agentflan_files
@@ -72,7 +124,8 @@ def prepare(out: Path, fraction: float) -> dict:
 
     scale = {k: (max(1, round(v * fraction)) if v else 0) for k, v in SCALE.items()}
     marker = out / "corpus.json"
-    if marker.exists() and json.loads(marker.read_text())["scale"] == scale:
+    if marker.exists() and json.loads(marker.read_text())["scale"] == scale \
+            and json.loads(marker.read_text()).get("release_bytes", False) == release_bytes:
         if recorded_view(out / "tokenizer") is None:   # a corpus prepared by an older version
             write_view(out / "tokenizer")
         return json.loads(marker.read_text())
@@ -80,9 +133,13 @@ def prepare(out: Path, fraction: float) -> dict:
     raw = out / "raw"
     miniworld.generate(raw, seed=0, scale=scale)
     files = agentflan_files(raw / "internlm" / "Agent-FLAN")
-    n, size, skipped = 0, 0, {}
+    n, size, skipped, converted = 0, 0, {}, {}
     for stem, path in sorted(files.items()):
-        recs, skipped[stem] = convert_records(path, stem)
+        converted[stem], skipped[stem] = convert_records(path, stem)
+    rows = sum(len(recs) for recs in converted.values())
+    for stem, recs in sorted(converted.items()):
+        if release_bytes:
+            recs = lengthen(recs, RELEASE_MB[stem] * 1e6 * rows / RELEASE_ROWS)
         write_jsonl(out / "converted" / f"{stem}.jsonl", recs)
         n += len(recs)
         size += (out / "converted" / f"{stem}.jsonl").stat().st_size
@@ -94,7 +151,7 @@ def prepare(out: Path, fraction: float) -> dict:
     shutil.copytree(llama2_tokenizer_dir(), out / "tokenizer")
     write_view(out / "tokenizer")   # as the tokenizer job does (token_counts reads the record)
     shutil.rmtree(raw)
-    info = {"scale": scale, "records": n, "bytes": size}
+    info = {"scale": scale, "records": n, "bytes": size, "release_bytes": release_bytes}
     marker.write_text(json.dumps(info, sort_keys=True))
     return info
 
@@ -257,6 +314,8 @@ def main(argv=None) -> int:
     ap.add_argument("--per-dataset", action="store_true", help="also time one ablation job per data set")
     ap.add_argument("--before", type=Path, help="src directory of an earlier version to time as well")
     ap.add_argument("--baseline", action="store_true", help="also time the ablation jobs without the cache")
+    ap.add_argument("--release-bytes", action="store_true",
+                    help="lengthen the Agent-FLAN files' records to the release's bytes per record")
     args = ap.parse_args(argv)
     out = args.out.resolve()
     from agentflan.config import datasets, load_config
@@ -264,9 +323,11 @@ def main(argv=None) -> int:
     names = sorted(datasets(cfg))
     max_length = cfg["data"]["max_length"]
     print(f"machine: {machine()}; load average {os.getloadavg()[0]:.1f} at the start", flush=True)
-    info = prepare(out, args.fraction)
+    info = prepare(out, args.fraction, args.release_bytes)
     print(f"corpus: {info['records']} records, {info['bytes'] / 1e6:.1f} MB of converted JSON lines "
-          f"(miniworld scale x{args.fraction}), Llama-2 tokenizer, max_length {max_length}", flush=True)
+          f"(miniworld scale x{args.fraction}"
+          f"{', lengthened to the release bytes per record' if args.release_bytes else ''}), "
+          f"Llama-2 tokenizer, max_length {max_length}", flush=True)
     floors = [floor(out)]   # measured again after the new path's jobs; the ratios use the mean
     rows = []
 
