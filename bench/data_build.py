@@ -90,7 +90,8 @@ def lengthen(records: list[dict], target_bytes: float) -> list[dict]:
         for t in r["turns"]:
             if not t["train"]:
                 pools.setdefault(t["role"], []).append(t["content"])
-    grow = target_bytes / size
+    untrained = sum(len(dumps(text).encode("utf-8")) - 2 for pool in pools.values() for text in pool)
+    grow = 1 + (target_bytes - size) / max(1, untrained)   # only the untrained texts grow
     out = []
     for r in records:
         i = zlib.crc32(dumps(r["turns"]).encode("utf-8"))
