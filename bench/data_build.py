@@ -119,17 +119,17 @@ def prepare(out: Path, fraction: float, release_bytes: bool = False) -> dict:
     from agentflan.download import agentflan_files
     from agentflan.io import write_json, write_jsonl
     from agentflan.sharegpt import load_sharegpt
-    from sptokenizers import llama2_tokenizer_dir
-
     from agentflan.tokcache import recorded_view, write_view
+    from sptokenizers import llama2_tokenizer_dir
 
     scale = {k: (max(1, round(v * fraction)) if v else 0) for k, v in SCALE.items()}
     marker = out / "corpus.json"
-    if marker.exists() and json.loads(marker.read_text())["scale"] == scale \
-            and json.loads(marker.read_text()).get("release_bytes", False) == release_bytes:
-        if recorded_view(out / "tokenizer") is None:   # a corpus prepared by an older version
-            write_view(out / "tokenizer")
-        return json.loads(marker.read_text())
+    if marker.exists():
+        info = json.loads(marker.read_text())
+        if info["scale"] == scale and info.get("release_bytes", False) == release_bytes:
+            if recorded_view(out / "tokenizer") is None:   # a corpus prepared by an older version
+                write_view(out / "tokenizer")
+            return info
     shutil.rmtree(out, ignore_errors=True)
     raw = out / "raw"
     miniworld.generate(raw, seed=0, scale=scale)
