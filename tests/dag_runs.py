@@ -1,10 +1,10 @@
 """Real Snakemake runs of the reduced smoke config, shared by the test files of one pytest process.
 
 Each run takes minutes on 2 CPU cores, so the runs are made once per process and cached here:
-``reference_run(fast=True)``, the whole DAG of the fast config (one epoch, small evaluation sets),
-on which tests/test_dag.py, tests/test_determinism.py and tests/test_bundle.py all assert;
+``reference_run(fast=True)``, the whole DAG of the fast config (one epoch, small evaluation sets,
+model-facing jobs in the warm interpreter), on which tests/test_dag.py, tests/test_determinism.py and tests/test_bundle.py all assert;
 :func:`other_machine_run`, the same fast config from scratch in another directory, under an
-environment that emulates another machine, SIGKILLed and rerun at four points (determinism and kill
+environment that emulates another machine, every job started cold, SIGKILLed and rerun at four points (determinism and kill
 checks need no learning); and :func:`learning_run`, the smoke config's full recipes run only as far
 as the scores of the models whose learning tests/test_dag.py checks (pretraining, two fine-tunes).
 The cache is per process: every test that uses the fast reference or the other-machine run carries
@@ -40,11 +40,13 @@ OTHER_MACHINE_ENV = {"ATEN_CPU_CAPABILITY": "default", "MKL_ENABLE_INSTRUCTIONS"
 KILL_PHASES = ("data", "train", "generate", "report")
 
 
-def smoke_config(workdir: Path, fast: bool = False) -> Path:
+def smoke_config(workdir: Path, fast: bool = False, warm: bool = True) -> Path:
     """The embedded miniature at one model size and one data fraction; tables/figures inside workdir.
 
     ``fast``: the same DAG with one epoch of pretraining and fine-tuning and small evaluation sets, for
-    the determinism and kill tests, which need two runs of the same config but no learning (CI time)."""
+    the determinism and kill tests, which need two runs of the same config but no learning (CI time).
+    ``warm``: model-facing jobs start from the warm interpreter (agentflan.warm, on in the miniature);
+    the other-machine run turns it off, so the byte-for-byte comparison also covers warm against cold."""
     config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
     config["run"] = RUN
     main = config["models"]["main_size"]
@@ -52,6 +54,7 @@ def smoke_config(workdir: Path, fast: bool = False) -> Path:
     config.setdefault("ablations", {})["fractions"] = [0.25]
     config["tables_dir"] = str(workdir / "paper_tables")
     config["figures_dir"] = str(workdir / "figures")
+    config["warm_interpreter"] = bool(warm)
     if fast:
         config["models"]["pretrain"]["recipe"]["epochs"] = 1
         config["training"]["default"]["epochs"] = 1
@@ -273,7 +276,7 @@ def other_machine_run(tmp_path_factory, fast: bool = True) -> OtherMachineRun:
         return _CACHE["other"]
     workdir = tmp_path_factory.mktemp("another-machine-with-a-longer-working-directory-path")
     tmpdir = tmp_path_factory.mktemp("other-tmpdir")
-    cfg = smoke_config(workdir, fast)
+    cfg = smoke_config(workdir, fast, warm=False)
     env = _clean_env({**OTHER_MACHINE_ENV, "TMPDIR": str(tmpdir)})
     kills, reruns, deadline = [], 0, time.time() + 2 * TIMEOUT_S
     phases = list(KILL_PHASES)

@@ -11,11 +11,18 @@ from .io import DataError
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # A model-facing stage of a local Snakemake run starts in the warm interpreter when there is one
+    # (agentflan.warm: torch and transformers already imported); None: start here as usual.
+    from .warm import run_warm
+    rc = run_warm(argv)
+    if rc is not None:
+        return rc
     # First of all, before anything imports torch: the kernel-dispatch, MKL and thread pins that make
     # CPU results bit-for-bit the same on every x86-64 machine of our kind (agentflan.determinism).
     from .determinism import DeterminismError, pin_for_cli
     try:
-        pin_for_cli(sys.argv[1:] if argv is None else list(argv))
+        pin_for_cli(argv)
     except DeterminismError as exc:
         return _fail(f"determinism: {exc}")
     from .stages import STAGES, params_from, run_stage

@@ -209,6 +209,10 @@ def pin(threads: int = 1, settings: dict | None = None) -> dict:
     env = pinned_environment(settings, threads)
     overridden = {k: (os.environ[k], v) for k, v in env.items() if k in os.environ and os.environ[k] != v}
     os.environ.update(env)
+    if "torch" in sys.modules:
+        # torch already imported (agentflan.warm's worker, an in-process caller): its thread count is
+        # set here, as a fresh process takes it from OMP_NUM_THREADS
+        sys.modules["torch"].set_num_threads(max(1, int(threads)))
     _STATE.clear()
     _STATE.update(settings=settings, env=env, threads=threads, overridden=overridden)
     if settings["enabled"]:

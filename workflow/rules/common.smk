@@ -11,10 +11,27 @@ from agentflan import config as cfg  # noqa: E402
 from agentflan import launch  # noqa: E402
 from agentflan.download import AGENTFLAN_STEMS  # noqa: E402
 from agentflan.determinism import env_from_config  # noqa: E402
+from agentflan import warm  # noqa: E402
 
 cfg.validate(config)
 # Every job inherits the determinism pins of the config (agentflan.determinism reads them in the cli).
 os.environ.update(env_from_config(config["determinism"]))
+
+
+# The warm interpreter (agentflan.warm) for the model-facing jobs of a local run; its log is
+# logs/<run>/warm.log. Started once Snakemake knows there is work to do, stopped when it ends.
+onstart:
+    if config["warm_interpreter"] and workflow.local_exec and not config.get("from_bundle"):
+        warm.start(f"logs/{config['run']}/warm.log", threads=config["threads_per_job"])
+
+
+onsuccess:
+    warm.stop()
+
+
+onerror:
+    warm.stop()
+
 launch.check_resources(config)
 RUN = config["run"]
 PRESET = config["preset"]
