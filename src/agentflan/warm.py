@@ -3,8 +3,9 @@ imported torch, transformers and the evaluation libraries.
 
 Why: every model-facing job of the miniature (training, generation, scoring, lm-evaluation-harness:
 about 70 jobs) spends 6-11 CPU seconds importing torch, transformers' modeling code, the Trainer,
-sentence-transformers and lm-eval before it does any work (``python -X importtime``): about a third
-of the default run's summed job time on 2 cores (docs/benchmarks.md).
+sentence-transformers and lm-eval before it does any work (``python -X importtime``), and a report
+job 2 of its 3 seconds importing pandas, matplotlib and seaborn: on 2 cores, a fifth of the default
+run's summed job time (docs/benchmarks.md).
 
 How (``warm_interpreter: true``, the miniature's default; only when Snakemake executes jobs on this
 machine):
@@ -44,12 +45,15 @@ import sys
 import time
 
 ENV_SOCKET = "AGENTFLAN_WARM"
-# The stages that import torch and the model libraries (the others are cheap to start).
-STAGES = frozenset({"init_model", "standin_checkpoint", "train", "generate", "score", "harness"})
+# The stages that import torch and the model libraries, and the reports (pandas, matplotlib,
+# seaborn: about 2 s of a 3-s job, and they run at the end of the DAG, two at a time, with nothing
+# beside them). The others are cheap to start.
+STAGES = frozenset({"init_model", "standin_checkpoint", "train", "generate", "score", "harness",
+                    "summarize", "table", "figure", "diff", "html_tables"})
 # Imported once by the server, in this order; a module that is not installed is skipped.
 PRELOAD = ("torch", "transformers", "transformers.modeling_utils", "transformers.models.llama.modeling_llama",
            "transformers.generation", "transformers.trainer", "peft", "sentence_transformers", "datasets",
-           "lm_eval", "lm_eval.evaluator", "safetensors.torch", "tokenizers")
+           "lm_eval", "lm_eval.evaluator", "safetensors.torch", "tokenizers", "pandas", "matplotlib", "seaborn")
 # Variables that may differ between the server and a job: the thread counts Snakemake sets per job
 # (the worker sets torch's and MKL's from the job's threads, as the pins do) and the temporary
 # directory (the worker resets tempfile's cache); the socket's own variable; the shell's bookkeeping.
@@ -158,7 +162,8 @@ def run_warm(argv: list[str]) -> int | None:
 # ------------------------------------------------------------------------------------------------
 
 def _refusal(req: dict, base_env: dict) -> str | None:
-    if req.get("executable") != sys.executable or req.get("version") != sys.version:
+    exe = req.get("executable")
+    if not exe or os.path.realpath(exe) != os.path.realpath(sys.executable) or req.get("version") != sys.version:
         return f"another interpreter ({req.get('executable')}) than the server's ({sys.executable})"
     env = req.get("env") or {}
     keys = (set(env) | set(base_env)) - _PER_JOB

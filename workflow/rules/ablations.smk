@@ -44,6 +44,7 @@ rule ablation:
             workers=threads,
         ),
     threads: max(1, len(DATASETS))
+    priority: 50  # every core, before the long jobs (see token_counts)
     log:
         f"{LOGS}/ablations/all-datasets.log",
     benchmark:

@@ -196,8 +196,11 @@ rule token_counts:
             out=f"{DATA}/token_counts.jsonl",
             workers=threads,
         ),
-    # every core: the records are shared among `threads` forked workers (agentflan.tokcache)
+    # every core: the records are shared among `threads` forked workers (agentflan.tokcache).
+    # Before the long jobs (priority): a job that needs every core otherwise waits until nothing
+    # runs, and the fine-tunes behind it with it (a core idled 90 s of the default run for that).
     threads: 64
+    priority: 50
     log:
         f"{LOGS}/data/token_counts.log",
     benchmark:
