@@ -115,8 +115,10 @@ def test_models_load_and_save_only_safetensors():
 
 # ------------------------------------------------------------------------------ 4. no shell from data
 
-# evaluation/sciworld.py: the ScienceWorld JVM's process (started by py4j with an argument list)
-SUBPROCESS_ALLOWED = {"evaluation/general.py", "evaluation/sciworld.py", "determinism.py", "provenance.py"}
+# evaluation/sciworld.py: the ScienceWorld JVM's process (started by py4j with an argument list);
+# warm.py: the warm interpreter's server (`python -m agentflan.warm serve`, an argument list)
+SUBPROCESS_ALLOWED = {"evaluation/general.py", "evaluation/sciworld.py", "determinism.py", "provenance.py",
+                      "warm.py"}
 
 
 def test_no_shell_execution_in_src():
