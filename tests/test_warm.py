@@ -28,9 +28,9 @@ def _env(**extra) -> dict:
     return env
 
 
-def _start_server(sock: Path, log: Path, owner: int, env: dict) -> subprocess.Popen:
+def _start_server(sock: Path, log: Path, owner: int, env: dict, preload: str = PRELOAD) -> subprocess.Popen:
     proc = subprocess.Popen([sys.executable, "-m", "agentflan.warm", "serve", "--socket", str(sock), "--owner",
-                             str(owner), "--preload", PRELOAD], stdout=open(log, "w"), stderr=subprocess.STDOUT,
+                             str(owner), "--preload", preload], stdout=open(log, "w"), stderr=subprocess.STDOUT,
                             env=env)
     deadline = time.time() + 120
     while "serving on" not in log.read_text():
@@ -136,7 +136,7 @@ def test_a_killed_job_takes_its_worker_and_leaves_no_output(server):
 def test_the_server_ends_with_the_process_that_started_it(tmp_path):
     owner = subprocess.Popen(["sleep", "3"])
     sock = tmp_path / "o.sock"
-    proc = _start_server(sock, tmp_path / "o.log", owner.pid, _env())
+    proc = _start_server(sock, tmp_path / "o.log", owner.pid, _env(), preload="json")
     owner.wait()
     proc.wait(timeout=30)
     assert proc.returncode == 0
