@@ -192,6 +192,39 @@ def test_shared_prefixes_are_computed_once(tiny):
     assert eng.computed_prompt_tokens < 0.8 * eng.prompt_tokens, (eng.computed_prompt_tokens, eng.prompt_tokens)
 
 
+def test_attention_chunks_minimise_the_cost_over_every_split():
+    import itertools
+    from agentflan.fastgen import attention_chunks
+    queries, keys = [3, 5, 40, 41, 44, 90, 2], [60, 62, 70, 80, 80, 120, 30]
+    for call_cost in (0, 500, 5000, 10 ** 9):
+        chunks = attention_chunks(queries, keys, call_cost)
+        assert [a for a, *_ in chunks] == [0] + [b for _, b, *_ in chunks[:-1]] and chunks[-1][1] == len(queries)
+
+        def cost(cuts):
+            bounds = [0, *cuts, len(queries)]
+            return sum((b - a) * max(queries[a:b]) * max(keys[a:b]) + call_cost for a, b in zip(bounds, bounds[1:]))
+        best = min(cost(c) for r in range(len(queries)) for c in itertools.combinations(range(1, len(queries)), r))
+        assert cost([a for a, *_ in chunks[1:]]) == best
+        assert all(q == max(queries[a:b]) and k == max(keys[a:b]) for a, b, q, k in chunks)
+    assert len(attention_chunks(queries, keys, 10 ** 9)) == 1
+    assert len(attention_chunks(queries, keys, 0)) > 1
+
+
+@pytest.mark.parametrize("share", [True, False])
+def test_prefill_split_into_attention_calls_gives_the_same_tokens(tiny, monkeypatch, share):
+    """Rows of a prefill split into several attention calls (each padded to its own widest row)
+    give the tokens of one call over all rows."""
+    from agentflan.fastgen import FastDecoder
+    root, _, items = tiny
+    msgs = [it["messages"] for it in items]
+    monkeypatch.setattr(FastDecoder, "CALL_COST", 10 ** 12)
+    one = _gen(root / "trained", "fast", share_prefixes=share)
+    whole = one(msgs)
+    monkeypatch.setattr(FastDecoder, "CALL_COST", 0)
+    split = _gen(root / "trained", "fast", share_prefixes=share)
+    assert split(msgs) == whole
+
+
 def test_model_settings_the_fast_path_cannot_apply_are_an_error(tiny, tmp_path):
     import shutil
 

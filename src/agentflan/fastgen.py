@@ -16,6 +16,10 @@
     history) are computed once (:class:`PrefixPlan`: the branching points of the group's prefix
     tree, at least ``min_shared_prefix`` tokens); a prompt copies its prefix's K/V and computes
     only its own tail, whose queries attend to the prefix and to the tail's earlier tokens;
+  - a prefill runs the layers' token-wise parts (norms, projections, rotary, MLP) on its rows'
+    tokens packed end to end, without padding; only attention lays them out in rows, in calls
+    over rows of like lengths (admitted in order of the tokens each computes;
+    :func:`attention_chunks` weighs padding against the cost of a call);
   - the cache is one preallocated ``[slots, kv_heads, capacity, head_dim]`` tensor pair per layer,
     each row holding its own sequence from column 0 (its length is its next position); a finished
     row's slot is taken by the last live row (two row copies per layer), so live rows stay in
@@ -47,7 +51,7 @@ import time
 from typing import Sequence
 
 #: bumped when the fast engine's arithmetic changes (part of the resume side file's settings key)
-ENGINE_FORMAT = 1
+ENGINE_FORMAT = 2
 #: model types whose decoder layers have the Llama layout this module drives
 SUPPORTED_MODEL_TYPES = ("llama",)
 #: rotary variants that depend on the sequence length at run time (the table here is static)
@@ -119,6 +123,10 @@ class FastDecoder:
     ``run(prompts)`` returns each prompt's generated token ids (the stop tokens included, as
     ``generate`` returns them); decode them with ``skip_special_tokens=True`` and cut at the stop
     string for the reply."""
+
+    #: the fixed cost of one attention call in a prefill, in query-key pairs (a row's attention
+    #: costs its queries x its keys): rows are split into calls where padding costs more
+    CALL_COST = 3000
 
     def __init__(self, model, tokenizer, *, max_new_tokens: int, stop: str | None, slots: int,
                  prefill_tokens: int = 16384, refill: int | None = None, share_prefixes: bool = True,
@@ -273,29 +281,49 @@ class FastDecoder:
 
         Row ``i`` starts from the cached prefix ``store[bases[i]]`` (its first ``lp`` tokens'
         K/V, copied in) or from nothing (``bases[i]`` None); only the remaining tokens are
-        computed, right-padded to the longest, each query attending to its row's prefix and its
-        own earlier tokens. Returns the greedy next token of every row (a tensor) when
-        ``logits``, else None."""
+        computed. The token-wise parts of a layer (norms, projections, rotary, MLP) run on the
+        rows' tokens packed end to end, without padding; only attention lays them out in rows,
+        right-padded to the longest, each query attending to its row's prefix and its own earlier
+        tokens. Returns the greedy next token of every row (a tensor) when ``logits``, else None."""
         torch = self.torch
         F = torch.nn.functional
         rows = len(seqs)
         lps = [0 if b is None else store[b][0] for b in bases]
         suf = [len(sq) - lp for sq, lp in zip(seqs, lps)]
         S, W = max(suf), max(len(sq) for sq in seqs)
-        pad = self.tok.pad_token_id if self.tok.pad_token_id is not None else 0
-        ids = torch.tensor([list(sq[lp:]) + [pad] * (S - n_) for sq, lp, n_ in zip(seqs, lps, suf)],
-                           device=self.device)
+        ids = torch.tensor([t for sq, lp in zip(seqs, lps) for t in sq[lp:]], device=self.device)
         cos_t, sin_t, _ = self._rope_table(W)
         dst = slice(row0, row0 + rows)
+        j = torch.arange(S, device=self.device)
+        valid = j[None, :] < torch.tensor(suf, device=self.device)[:, None]                # [rows, S]
+        ri, ji = valid.nonzero(as_tuple=True)          # row-major: the packed tokens' order
+        H, Hkv, D = self.heads, self.kv_heads, self.head_dim
+
+        chunks = attention_chunks(suf, [len(sq) for sq in seqs], self.CALL_COST)
+
+        def padded(t, heads):
+            """Packed [1, heads, T, D] -> rows [rows, heads, S, D] (zeros on padding)."""
+            out = t.new_zeros(rows, S, heads, D)
+            out[ri, ji] = t[0].transpose(0, 1)
+            return out.transpose(1, 2)
+
+        def packed(o):
+            """Rows [rows, heads, S, D] -> packed [1, heads, T, D]."""
+            return o.transpose(1, 2)[ri, ji].transpose(0, 1)[None]
         if not any(lps):
             # from scratch: plain causal attention over the (right-padded) rows themselves
-            cos, sin = cos_t[:S, None, :], sin_t[:S, None, :]
+            positions = ji
 
             def attend(li, q, k, v):
+                q, k, v = padded(q, H), padded(k, Hkv), padded(v, Hkv)
                 dK[li][dst, :, :S] = k
                 dV[li][dst, :, :S] = v
-                return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=self.scaling,
-                                                      enable_gqa=self.gqa)
+                o = torch.zeros_like(q)
+                for a, b, s_, _ in chunks:
+                    o[a:b, :, :s_] = F.scaled_dot_product_attention(
+                        q[a:b, :, :s_], k[a:b, :, :s_], v[a:b, :, :s_], is_causal=True, scale=self.scaling,
+                        enable_gqa=self.gqa)
+                return packed(o)
         else:
             for i, b in enumerate(bases):
                 if b is not None:
@@ -303,29 +331,31 @@ class FastDecoder:
                     for li in range(len(self.layers)):
                         dK[li][row0 + i, :, :lp] = Ks[li]
                         dV[li][row0 + i, :, :lp] = Vs[li]
-            j = torch.arange(S, device=self.device)
             lp_t = torch.tensor(lps, device=self.device)
-            valid = j[None, :] < torch.tensor(suf, device=self.device)[:, None]            # [rows, S]
-            positions = torch.where(valid, lp_t[:, None] + j[None, :], 0)
-            cos, sin = cos_t[positions][:, :, None, :], sin_t[positions][:, :, None, :]
-            mask = self._additive((torch.arange(W, device=self.device)[None, None, :] <= positions[:, :, None])[:, None])
-            ri, ji = valid.nonzero(as_tuple=True)
-            ci = positions[ri, ji]
+            pos_rows = torch.where(valid, lp_t[:, None] + j[None, :], 0)                  # [rows, S]
+            positions = pos_rows[ri, ji]
+            mask = self._additive((torch.arange(W, device=self.device)[None, None, :] <= pos_rows[:, :, None])[:, None])
             ri_dst = ri + row0
 
             def attend(li, q, k, v):
-                dK[li][ri_dst, :, ci] = k.transpose(1, 2)[ri, ji]
-                dV[li][ri_dst, :, ci] = v.transpose(1, 2)[ri, ji]
-                return F.scaled_dot_product_attention(q, dK[li][dst, :, :W], dV[li][dst, :, :W], attn_mask=mask,
-                                                      scale=self.scaling, enable_gqa=self.gqa)
+                dK[li][ri_dst, :, positions] = k[0].transpose(0, 1)
+                dV[li][ri_dst, :, positions] = v[0].transpose(0, 1)
+                q = padded(q, H)
+                o = torch.zeros_like(q)
+                for a, b, s_, w_ in chunks:
+                    o[a:b, :, :s_] = F.scaled_dot_product_attention(
+                        q[a:b, :, :s_], dK[li][row0 + a:row0 + b, :, :w_], dV[li][row0 + a:row0 + b, :, :w_],
+                        attn_mask=mask[a:b, :, :s_, :w_], scale=self.scaling, enable_gqa=self.gqa)
+                return packed(o)
+        cos, sin = cos_t[positions][:, None, :], sin_t[positions][:, None, :]
         with torch.inference_mode():
-            x = F.embedding(ids, self.embed)
+            x = F.embedding(ids, self.embed)[None]
             for li, w in enumerate(self.fused):
                 x = self._layer(w, x, cos, sin, lambda q, k, v, li=li: attend(li, q, k, v))
             if not logits:
                 return None
-            last = torch.tensor([n_ - 1 for n_ in suf], device=self.device)
-            return self._logits_argmax(x[torch.arange(rows, device=self.device), last])
+            last = torch.tensor(suf, device=self.device).cumsum(0) - 1
+            return self._logits_argmax(x[0, last])
 
     def _budget_split(self, todo, length):
         """Cut ``todo`` (in order) into sub-batches of at most ``prefill_tokens`` padded tokens."""
@@ -451,7 +481,9 @@ class FastDecoder:
             if nxt < n_prompts and (n == 0 or free >= min(self.refill, n_prompts - nxt)):
                 # ---- admit new prompts into slots [n, n + take), from their shared prefixes
                 t0 = time.perf_counter()
-                take = list(range(nxt, min(n_prompts, nxt + free)))
+                # in order of the tokens each computes, so that a prefill's attention calls
+                # (attention_chunks) group rows of like lengths
+                take = sorted(range(nxt, min(n_prompts, nxt + free)), key=lambda i: (len(prompts[i]) - plan.shared(i), i))
                 nxt += len(take)
                 compute_nodes([plan.node_of[i] for i in take if plan.node_of[i] is not None])
                 for sub in self._budget_split(take, lambda i: len(prompts[i]) - plan.shared(i)):
@@ -504,6 +536,28 @@ class FastDecoder:
         self.new_tokens = sum(len(g) for g in out if g is not None)
         self.seconds = time.perf_counter() - t_start
         return out  # type: ignore[return-value]
+
+
+def attention_chunks(queries: Sequence[int], keys: Sequence[int], call_cost: int) -> list[tuple[int, int, int, int]]:
+    """Consecutive rows ``[a, b)`` of a prefill, each with its widest query and key count, that
+    minimise the attention work: the sum over chunks of rows x queries x keys (padding
+    included) plus ``call_cost`` per chunk (a deterministic dynamic programme)."""
+    n = len(queries)
+    best = [0] + [None] * n
+    cut = [0] * (n + 1)
+    for i in range(1, n + 1):
+        mq = mk = 0
+        for a in range(i - 1, -1, -1):
+            mq, mk = max(mq, queries[a]), max(mk, keys[a])
+            c = best[a] + (i - a) * mq * mk + call_cost
+            if best[i] is None or c < best[i]:
+                best[i], cut[i] = c, a
+    out, i = [], n
+    while i > 0:
+        a = cut[i]
+        out.append((a, i, max(queries[a:i]), max(keys[a:i])))
+        i = a
+    return out[::-1]
 
 
 class PrefixPlan:
