@@ -290,6 +290,8 @@ def serve(path: str, owner: int | None = None, idle_s: float = 1800.0, preload: 
     except DeterminismError as exc:
         _say(f"determinism: {exc}")
         return 2
+    from .allocator import keep_freed_memory
+    keep_freed_memory()             # the forked workers inherit glibc's settings
     if os.path.exists(path):
         os.unlink(path)
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
