@@ -26,3 +26,15 @@ def mistral_tokenizer():
     """Mistral's v1 tokenizer (32k SentencePiece BPE; U+0D46 is three byte-fallback tokens)."""
     from agentflan.modeling import load_tokenizer
     return load_tokenizer(str(sptokenizers.mistral_tokenizer_dir()))
+
+
+@pytest.fixture(scope="session")
+def qa_tokenizer_dir(tmp_path_factory):
+    """A small byte-level BPE (300 tokens) trained on arithmetic questions and answers: the
+    tokenizer of the cli tests that build a tiny model with ``init_model``."""
+    from agentflan.modeling import train_bpe_tokenizer
+    out = tmp_path_factory.mktemp("qa-tokenizer") / "tok"
+    texts = [f"<|user|>question {i}: what is {i} plus {i * 7}?<|assistant|>Thought: add. Answer: {i * 8}"
+             for i in range(200)]
+    train_bpe_tokenizer(texts, out, vocab_size=300)
+    return out

@@ -138,18 +138,14 @@ def _cli(stage: str, params: dict, **extra) -> subprocess.CompletedProcess:
 
 
 @needs_avx2
-def test_cli_pins_before_torch_so_init_weights_match_across_machines(tmp_path):
+def test_cli_pins_before_torch_so_init_weights_match_across_machines(tmp_path, qa_tokenizer_dir):
     """The real entry point: init_model's ``normal_`` has an AVX2 kernel; under the emulated other
     machine the pinned cli writes the same weights, the unpinned one does not."""
-    from agentflan.modeling import train_bpe_tokenizer
-    texts = [f"<|user|>question {i}: what is {i} plus {i * 7}?<|assistant|>Thought: add. Answer: {i * 8}"
-             for i in range(200)]
-    train_bpe_tokenizer(texts, tmp_path / "tok", vocab_size=300)
     arch = {"hidden_size": 32, "intermediate_size": 64, "num_layers": 1, "num_heads": 2}
 
     def init(name, **extra):
         out = tmp_path / name
-        proc = _cli("init_model", {"arch": arch, "tokenizer_dir": str(tmp_path / "tok"), "seed": 0,
+        proc = _cli("init_model", {"arch": arch, "tokenizer_dir": str(qa_tokenizer_dir), "seed": 0,
                                    "out_dir": str(out)}, **extra)
         assert proc.returncode == 0, proc.stderr[-3000:]
         return hashlib.sha256((out / "model.safetensors").read_bytes()).hexdigest(), proc.stderr

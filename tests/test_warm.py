@@ -41,15 +41,12 @@ def _start_server(sock: Path, log: Path, owner: int, env: dict, preload: str = P
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    from agentflan.modeling import train_bpe_tokenizer
+def server(tmp_path_factory, qa_tokenizer_dir):
     d = tmp_path_factory.mktemp("warm")
-    texts = [f"<|user|>question {i}: what is {i} plus {i * 7}?<|assistant|>Answer: {i * 8}" for i in range(200)]
-    train_bpe_tokenizer(texts, d / "tok", vocab_size=300)
     env = _env()
     sock = d / "s.sock"
     proc = _start_server(sock, d / "server.log", os.getpid(), env)
-    yield {"dir": d, "sock": sock, "env": env, "log": d / "server.log"}
+    yield {"dir": d, "tok": qa_tokenizer_dir, "sock": sock, "env": env, "log": d / "server.log"}
     proc.terminate()
     proc.wait(timeout=30)
 
@@ -62,7 +59,7 @@ def _cli(stage: str, params: dict, env: dict, **kw) -> subprocess.CompletedProce
 def _init(server, name: str, warm_on: bool, arch=ARCH, **extra):
     out = server["dir"] / name
     env = {**server["env"], **extra, **({warm.ENV_SOCKET: str(server["sock"])} if warm_on else {})}
-    proc = _cli("init_model", {"arch": arch, "tokenizer_dir": str(server["dir"] / "tok"), "seed": 0,
+    proc = _cli("init_model", {"arch": arch, "tokenizer_dir": str(server["tok"]), "seed": 0,
                                "out_dir": str(out)}, env)
     return proc, out
 
@@ -114,7 +111,7 @@ def test_a_killed_job_takes_its_worker_and_leaves_no_output(server):
     out = server["dir"] / "killed"
     env = {**server["env"], warm.ENV_SOCKET: str(server["sock"])}
     job = subprocess.Popen([sys.executable, "-m", "agentflan.cli", "init_model", "--params",
-                            json.dumps({"arch": big, "tokenizer_dir": str(server["dir"] / "tok"), "seed": 0,
+                            json.dumps({"arch": big, "tokenizer_dir": str(server["tok"]), "seed": 0,
                                         "out_dir": str(out)})],
                            stderr=subprocess.PIPE, text=True, env=env)
     line = ""

@@ -54,11 +54,11 @@ STAGES = frozenset({"init_model", "standin_checkpoint", "train", "generate", "sc
 PRELOAD = ("torch", "transformers", "transformers.modeling_utils", "transformers.models.llama.modeling_llama",
            "transformers.generation", "transformers.trainer", "peft", "sentence_transformers", "datasets",
            "lm_eval", "lm_eval.evaluator", "safetensors.torch", "tokenizers", "pandas", "matplotlib", "seaborn")
-# Variables that may differ between the server and a job: the thread counts Snakemake sets per job
-# (the worker sets torch's and MKL's from the job's threads, as the pins do) and the temporary
-# directory (the worker resets tempfile's cache); the socket's own variable; the shell's bookkeeping.
-_PER_JOB = frozenset({"OMP_NUM_THREADS", "MKL_NUM_THREADS", "TMPDIR", "TMP", "TEMP", "TEMPDIR", ENV_SOCKET,
-                      "SHLVL", "_", "PWD", "OLDPWD"})
+# Variables that may differ between the server and a job: the temporary directory (the worker resets
+# tempfile's cache); the socket's own variable; the shell's bookkeeping. Not the thread variables
+# (THREAD_VARS): the server has a job's with threads_per_job, and a job with another thread count
+# starts the ordinary way (libraries the server imported fixed their thread pools at import).
+_PER_JOB = frozenset({"TMPDIR", "TMP", "TEMP", "TEMPDIR", ENV_SOCKET, "SHLVL", "_", "PWD", "OLDPWD"})
 _DISTRIBUTED = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
 _MAX_REQUEST = 64 << 20
 
@@ -395,7 +395,7 @@ def start(log_path: str, threads: int = 1, python: str = sys.executable) -> str:
     import subprocess
     import tempfile
     path = os.path.join(tempfile.gettempdir(), f"agentflan-warm-{os.getpid()}-{os.urandom(4).hex()}.sock")
-    os.makedirs(os.path.dirname(os.path.abspath(log_path)) or ".", exist_ok=True)
+    os.makedirs(os.path.dirname(os.path.abspath(log_path)), exist_ok=True)
     log = open(log_path, "w")
     env = {k: v for k, v in os.environ.items() if k != ENV_SOCKET}
     env.update({k: str(threads) for k in THREAD_VARS})
@@ -413,10 +413,11 @@ def stop() -> None:
     proc = _SERVER.pop("proc", None)
     if proc is None:
         return
+    import subprocess
     proc.terminate()
     try:
         proc.wait(timeout=10)
-    except Exception:  # noqa: BLE001
+    except subprocess.TimeoutExpired:
         proc.kill()
 
 

@@ -17,21 +17,6 @@ cfg.validate(config)
 # Every job inherits the determinism pins of the config (agentflan.determinism reads them in the cli).
 os.environ.update(env_from_config(config["determinism"]))
 
-
-# The warm interpreter (agentflan.warm) for the model-facing jobs of a local run; its log is
-# logs/<run>/warm.log. Started once Snakemake knows there is work to do, stopped when it ends.
-onstart:
-    if config["warm_interpreter"] and workflow.local_exec and not config.get("from_bundle"):
-        warm.start(f"logs/{config['run']}/warm.log", threads=config["threads_per_job"])
-
-
-onsuccess:
-    warm.stop()
-
-
-onerror:
-    warm.stop()
-
 launch.check_resources(config)
 RUN = config["run"]
 PRESET = config["preset"]
@@ -39,6 +24,8 @@ DATA = f"data/{RUN}"
 RESULTS = f"results/{RUN}"
 LOGS = f"logs/{RUN}"
 BENCH = f"benchmarks/{RUN}"
+# a rebuild of the tables from a bundle of summaries (report.smk): no model-facing job runs
+FROM_BUNDLE = config.get("from_bundle")
 TABLES = config["tables_dir"]
 FIGURES = config["figures_dir"]
 DATASETS = cfg.datasets(config)
@@ -58,6 +45,7 @@ BENCHMARKS = list(cfg.BENCHMARKS)
 # ScienceWorld for Table 1 / Figure 1 (generate_extra, score_extra)
 EXTRA_MODELS = cfg.extra_benchmark_models(config)
 EXTRA_BENCHMARKS = sorted(EXTRA_MODELS)
+
 # Table 4's models, scored by lm-evaluation-harness (the harness job): score files lmeval_<benchmark>
 HARNESS_MODELS = cfg.harness_models(config)
 HARNESS_BENCHMARKS = list(cfg.HARNESS_BENCHMARKS)
@@ -68,6 +56,21 @@ SOURCES = ["agentflan", "sharegpt", "teval", "glaive", "hotpotqa", "mmlu", "gsm8
 if PRESET == "miniature":
     SOURCES.append("pretrain")
 THREADS = config["threads_per_job"]
+
+
+# The warm interpreter (agentflan.warm) for the model-facing and report jobs of a local run; its log
+# is logs/<run>/warm.log. Started once Snakemake knows there is work to do, stopped when it ends.
+onstart:
+    if config["warm_interpreter"] and workflow.local_exec and not FROM_BUNDLE:
+        warm.start(f"{LOGS}/warm.log", threads=THREADS)
+
+
+onsuccess:
+    warm.stop()
+
+
+onerror:
+    warm.stop()
 
 
 def extra_model(wc):

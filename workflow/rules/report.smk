@@ -13,7 +13,6 @@ TRAIN_LOGGED = [m for m in OWN_IDS if not (m.startswith("base-") and not config[
 # the run records of the API models' predictions (served model, dates): Table 1's notes
 API_RECORDS = {m: [f"{RESULTS}/eval/{m}/{b}.predictions.jsonl.api.json" for mm, b in PREDICTED if mm == m]
                for m in sorted(API_MODELS)}
-FROM_BUNDLE = config.get("from_bundle")
 SUMMARY_OUTPUTS = [f"{SUMMARY}/{name}" for name in SUMMARY_FILES]
 # the tables as one HTML page with per-cell provenance (not in paper_tables/: a from_bundle rebuild has
 # no score files, and paper_tables/ must rebuild byte for byte from a bundle)
