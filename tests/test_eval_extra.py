@@ -82,7 +82,7 @@ def test_bootstrap_reads_lmeval_rows_like_their_benchmark():
 def test_table4_comparisons_follow_the_general_protocol(mini):
     ex = cfg.experiments(mini)
     t4 = [c for c in boot.comparisons(ex) if c.table == "table4"]
-    assert t4 and all(c.benchmarks == boot.T4_LMEVAL for c in t4)
+    assert t4 and all(c.benchmarks == boot.HARNESS_BENCHMARKS for c in t4)
     ex["general_protocol"] = "chat"
     assert all(c.benchmarks == ("mmlu", "gsm8k", "humaneval") for c in boot.comparisons(ex) if c.table == "table4")
 

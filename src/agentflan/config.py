@@ -296,10 +296,15 @@ def extra_benchmark_models(config: dict) -> dict[str, list[str]]:
     return out
 
 
+def harness_enabled(config: dict) -> bool:
+    """Whether lm-evaluation-harness scores Table 4 (``evaluation.harness.enabled``, default true)."""
+    return bool((config["evaluation"].get("harness") or {}).get("enabled", True))
+
+
 def harness_models(config: dict) -> list[str]:
     """The models of Table 4 (general data only, general + Agent-FLAN data, every size and training
     seed) that lm-evaluation-harness scores, unless ``evaluation.harness.enabled`` is false."""
-    if not (config["evaluation"].get("harness") or {}).get("enabled", True):
+    if not harness_enabled(config):
         return []
     rows = experiments(config)["tables"]["table4"]
     return _with_seeds(config, [e[k] for e in rows for k in ("general_model_id", "agent_model_id")])
@@ -403,7 +408,7 @@ def experiments(config: dict) -> dict:
     extra = [{"label": spec["label"], "model_id": mid}
              for models in (external_models(config), api_models(config))
              for mid, spec in sorted(models.items()) if spec.get("label")]
-    harness = (config["evaluation"].get("harness") or {}).get("enabled", True)
+    harness = harness_enabled(config)
     return {
         "run": config["run"],
         "preset": config["preset"],

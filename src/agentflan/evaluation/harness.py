@@ -374,6 +374,11 @@ class _Executor:
         # evaluate's code_eval (metrics/code_eval/code_eval.py): candidate + "\n" + test_case
         return prediction + "\n" + reference
 
+    @staticmethod
+    def key(program: str) -> str:
+        """The key of a program's outcome in ``outcomes``."""
+        return hashlib.sha256(program.encode("utf-8")).hexdigest()
+
     def __call__(self, references: list[str], predictions: list[list[str]], k: list[int] | None = None) -> dict:
         from .general import run_program
         ks = [1] if k is None else ([k] if isinstance(k, int) else list(k))
@@ -384,7 +389,7 @@ class _Executor:
             if len(cands) != 1:
                 raise HarnessError(f"harness: expected one completion per HumanEval task, got {len(cands)}")
             prog = self.program(cands[0], ref)
-            key = hashlib.sha256(prog.encode("utf-8")).hexdigest()
+            key = self.key(prog)
             if key not in self.outcomes:
                 self.outcomes[key] = run_program(prog, self.timeout, self.memory_mb)
             passed.append(1.0 if self.outcomes[key]["passed"] else 0.0)
@@ -704,7 +709,7 @@ def _run_humaneval(lm, files, o, cache_dir: str, chat: bool, stops, subs) -> tup
             row.update(passed=None, status="not executed")
         else:
             prog = _Executor.program(program_head, s["target"])
-            out = executor.outcomes[hashlib.sha256(prog.encode("utf-8")).hexdigest()]
+            out = executor.outcomes[_Executor.key(prog)]
             if bool(out["passed"]) != (s["pass@1"] == 1.0):
                 raise HarnessError(f"harness: HumanEval outcome of {row['id']} disagrees with lm-eval's pass@1")
             row.update(passed=bool(out["passed"]), status=out["status"], stderr=out.get("stderr", ""))

@@ -64,8 +64,6 @@ T3_PAIRS = (("Agent-FLAN", "Agent-FLAN w/o NS"),)
 T4_REFERENCE = "general data only"
 TABLE_BENCHMARKS = {"table2": ("teval", "hotpotqa"), "table3": ("teval", "agenth"),
                     "table4": ("mmlu", "gsm8k", "humaneval")}
-# Table 4 scored by lm-evaluation-harness (experiments.json general_protocol "lmeval")
-T4_LMEVAL = HARNESS_BENCHMARKS
 
 # How each benchmark's items are resampled (printed in the tables' notes).
 UNITS = {
@@ -423,7 +421,8 @@ def comparisons(experiments: Mapping | None) -> list[Comparison]:
           if isinstance(e, dict) and "label" in e and "model_id" in e}
     out += [Comparison("table3", row, vs, t3[row], t3[vs], TABLE_BENCHMARKS["table3"])
             for row, vs in T3_PAIRS if row in t3 and vs in t3]
-    t4 = T4_LMEVAL if uses_harness(experiments) else TABLE_BENCHMARKS["table4"]
+    # Table 4 scored by lm-evaluation-harness (experiments.json general_protocol "lmeval")
+    t4 = HARNESS_BENCHMARKS if uses_harness(experiments) else TABLE_BENCHMARKS["table4"]
     out += [Comparison("table4", e["label"], T4_REFERENCE, e["agent_model_id"], e["general_model_id"], t4)
             for e in tables.get("table4") or []
             if isinstance(e, dict) and {"label", "agent_model_id", "general_model_id"} <= set(e)]
