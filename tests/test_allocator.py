@@ -21,8 +21,10 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 """
 
 
-def _faults(mode: str) -> int:
-    out = subprocess.run([sys.executable, "-c", LOOP, mode], capture_output=True, text=True, check=True)
+def _faults(mode: str, **env: str) -> int:
+    import os
+    out = subprocess.run([sys.executable, "-c", LOOP, mode], capture_output=True, text=True, check=True,
+                         env={**os.environ, **env})
     return int(out.stdout.strip())
 
 
@@ -34,3 +36,9 @@ def test_a_freed_large_block_is_reused_not_faulted_in_again():
     plain, kept = _faults("plain"), _faults("keep")
     assert plain > 15 * pages, plain        # every one of the 20 blocks faulted in afresh
     assert kept < 3 * pages, kept           # the first block's pages, then reuse
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+def test_the_environment_switch_keeps_glibcs_defaults():
+    pages = (64 << 20) // 4096
+    assert _faults("keep", AGENTFLAN_KEEP_FREED_MEMORY="0") > 15 * pages

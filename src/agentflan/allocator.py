@@ -13,12 +13,17 @@ the same weights byte for byte (docs/benchmarks.md).
 and are reused) and, only when that was accepted, the trim threshold to 1 GiB (at most that much
 free memory stays at the heap's top). A trim threshold alone would be worse than nothing: setting
 either turns off glibc's adaptive mmap threshold. Allocations do not change what is computed, only
-where the memory comes from. Not glibc (macOS, musl): nothing is done.
+where the memory comes from. Not glibc (macOS, musl): nothing is done. The cost is host memory
+that glibc would have returned: a job's peak RSS is about the same, but freed memory stays with
+the job until it ends. ``AGENTFLAN_KEEP_FREED_MEMORY=0`` in the environment keeps glibc's defaults
+(a memory-tight node).
 """
 from __future__ import annotations
 
+import os
 import sys
 
+ENV_SWITCH = "AGENTFLAN_KEEP_FREED_MEMORY"
 M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
 THRESHOLD = 1 << 30
@@ -32,7 +37,9 @@ def keep_freed_memory() -> str:
     if _done:
         return _done[0]
     state = "system allocator unchanged (not glibc)"
-    if sys.platform.startswith("linux"):
+    if os.environ.get(ENV_SWITCH, "1").strip() == "0":
+        state = f"glibc defaults kept ({ENV_SWITCH}=0)"
+    elif sys.platform.startswith("linux"):
         try:
             import ctypes
             libc = ctypes.CDLL(None)
