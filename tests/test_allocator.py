@@ -2,6 +2,7 @@
 frees the same large block faults its pages in once, not every time."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -19,10 +20,10 @@ for _ in range(20):
     del block
 print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 """
+PAGES = (64 << 20) // 4096                  # pages of one block
 
 
 def _faults(mode: str, **env: str) -> int:
-    import os
     out = subprocess.run([sys.executable, "-c", LOOP, mode], capture_output=True, text=True, check=True,
                          env={**os.environ, **env})
     return int(out.stdout.strip())
@@ -32,13 +33,11 @@ def _faults(mode: str, **env: str) -> int:
 def test_a_freed_large_block_is_reused_not_faulted_in_again():
     from agentflan.allocator import keep_freed_memory
     assert keep_freed_memory().startswith("glibc malloc: mmap and trim thresholds")
-    pages = (64 << 20) // 4096
     plain, kept = _faults("plain"), _faults("keep")
-    assert plain > 15 * pages, plain        # every one of the 20 blocks faulted in afresh
-    assert kept < 3 * pages, kept           # the first block's pages, then reuse
+    assert plain > 15 * PAGES, plain        # every one of the 20 blocks faulted in afresh
+    assert kept < 3 * PAGES, kept           # the first block's pages, then reuse
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
 def test_the_environment_switch_keeps_glibcs_defaults():
-    pages = (64 << 20) // 4096
-    assert _faults("keep", AGENTFLAN_KEEP_FREED_MEMORY="0") > 15 * pages
+    assert _faults("keep", AGENTFLAN_KEEP_FREED_MEMORY="0") > 15 * PAGES
